@@ -1,0 +1,76 @@
+// comm: the communicator between tensor-parallel ranks: who am I (rank, size,
+// local rank, host), the collectives the model needs (all-reduce, broadcast,
+// barrier), a clean way down (abort), and counters of what crossed ranks.
+// No MPI or NCCL type appears here; the backend hides behind an opaque context.
+#ifndef SNAPTP_COMM_H
+#define SNAPTP_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../runtime/status.h"
+
+typedef struct comm comm;
+
+// What this rank has moved since comm_init or the last comm_counters_reset.
+// Calls are counted when they complete; bytes are this rank's payload (n * 4 for
+// an all-reduce of n floats), not the traffic of the algorithm underneath.
+typedef struct comm_counters {
+    uint64_t all_reduce_calls;
+    uint64_t all_reduce_elems;
+    uint64_t all_reduce_bytes;
+    uint64_t broadcast_calls;
+    uint64_t broadcast_bytes;
+    uint64_t barrier_calls;
+    double all_reduce_s; // wall seconds inside all-reduces (imbalance shows up here)
+    double broadcast_s;  // wall seconds inside broadcasts
+} comm_counters;
+
+// comm_init: joins the job (MPI_Init_thread, FUNNELED: only the thread that called
+// comm_init may call comm_*), or makes a job of one when started without mpirun.
+// Reads two environment variables (comm.c documents them in full):
+//   SNAPTP_FAULT="rank=R,at=allreduce:N[,mode=error|kill|hang|exit]" test fault
+//   SNAPTP_COMM_TIMEOUT_S=T  a collective that waits more than T s fails (0: never)
+// A malformed value is an error. Call once per process; free with comm_free.
+snp_status comm_init(int *argc, char ***argv, comm **out);
+
+// comm_free: leaves the job (MPI_Finalize, collective: every rank must call it).
+// NULL is a no-op.
+void comm_free(comm *c);
+
+int comm_rank(const comm *c);       // 0 .. size-1
+int comm_size(const comm *c);       // 1 without mpirun
+int comm_local_rank(const comm *c); // rank among the ranks on this host: picks the GPU
+int comm_local_size(const comm *c); // ranks on this host
+const char *comm_host(const comm *c);
+const char *comm_backend_name(const comm *c); // "mpi"
+
+// comm_all_reduce_sum_f32: buf[i] = sum over ranks of buf[i], in place, i < n.
+// buf is host memory; n counts elements (floats), not bytes, and must be the same
+// on every rank. Every rank must call it, in the same order as the other
+// collectives. On failure buf is unspecified and the message names the rank.
+snp_status comm_all_reduce_sum_f32(comm *c, float *buf, size_t n);
+
+// comm_broadcast: copies root's n_bytes of buf (host memory) into every rank's buf.
+// n_bytes and root must agree on every rank; 0 <= root < size.
+snp_status comm_broadcast(comm *c, void *buf, size_t n_bytes, int root);
+
+// comm_barrier: returns when every rank has entered it.
+snp_status comm_barrier(comm *c);
+
+// comm_abort: writes "[rank r/size host] message" to stderr, flushes, and ends the
+// whole job with exit code `code` (MPI_Abort on MPI_COMM_WORLD), so that no peer is
+// left blocked in a collective. Never returns. c may be NULL (before comm_init).
+_Noreturn void comm_abort(comm *c, int code, const char *message);
+
+// comm_fail: the launcher's one way out of a failed status: writes
+// "[rank r/size host] snaptp <command>: <status>: <snp_error()>" to stderr; when
+// size > 1 it then aborts the job (never returns); when size == 1 it returns 1,
+// the exit code, and the caller still calls comm_free.
+int comm_fail(comm *c, snp_status st, const char *command);
+
+// comm_stats: copies the counters into *out. comm_counters_reset zeroes them.
+void comm_stats(const comm *c, comm_counters *out);
+void comm_counters_reset(comm *c);
+
+#endif

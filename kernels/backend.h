@@ -1,0 +1,171 @@
+// backend: the op table every device implements (kernels/cpu, kernels/cuda) and
+// the registry that opens one by name. The model is written once against these
+// ops; a backend never calls back into the model. Activation buffers are opaque
+// device memory holding `act_bytes`-sized elements (fp32 on CPU, bf16 on CUDA);
+// integer arrays (token ids, positions) are always host memory.
+#ifndef SNAPTP_BACKEND_H
+#define SNAPTP_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../runtime/status.h"
+#include "dtype.h"
+
+// A weight as the loader found it on the host (usually inside an mmap): a matrix
+// of `rows` x `cols` elements, row-major, rows `row_stride_bytes` apart (a
+// tensor-parallel slice of a larger matrix has a stride wider than its row).
+// 1-D weights (norm gains, biases) have rows == 1.
+typedef struct weight_src {
+    const char *name; // tensor name, for messages
+    dtype type;
+    uint64_t rows, cols;
+    uint64_t row_stride_bytes;
+    const void *data;
+} weight_src;
+
+// A weight resident on the backend, in whatever layout the backend prefers.
+typedef struct bk_weight bk_weight;
+
+typedef enum rope_mode {
+    ROPE_MODE_NEOX,  // rotate halves: (x[i], x[i + D/2]); HF rotate_half, GGUF qwen2/3
+    ROPE_MODE_PAIRS, // rotate adjacent pairs: (x[2i], x[2i+1]); GGUF llama (permuted q/k)
+    ROPE_MODE_COUNT
+} rope_mode;
+
+typedef struct rope_params {
+    rope_mode mode;
+    const float *inv_freq; // host, [D/2]; scaling (llama3) already applied by the caller
+} rope_params;
+
+// Geometry of one attention call. K/V live head-major: [Hkv][S_cap][D], the
+// first n_keys rows of each head valid. Query t (0..T-1) may see key j when
+// j <= q_offset + t (causal); q_offset >= n_keys - 1 with T == 1 sees every key.
+typedef struct attn_shape {
+    int T, H, Hkv, D;
+    int S_cap;     // rows allocated per KV head
+    int n_keys;    // valid rows per KV head
+    int q_offset;  // index of the key at query 0's own position
+    float scale;   // usually 1/sqrt(D)
+} attn_shape;
+
+typedef enum snapkv_pooling {
+    SNAPKV_POOL_AVG, // avg_pool1d, count_include_pad=True: edges divide by k too
+    SNAPKV_POOL_MAX, // max_pool1d: padding ignored
+    SNAPKV_POOL_COUNT
+} snapkv_pooling;
+
+// Geometry of SnapKV's selection on one layer (../shared/SNAPKV.md). L keys per
+// KV head, the last w of them the observation window; P = L - w prefix keys;
+// `budget` C > w rows are kept per KV head (C - w prefix positions + the window).
+typedef struct snapkv_shape {
+    int H, Hkv, D;
+    int S_cap;     // rows allocated per KV head in the layer's full K buffer
+    int L, w;      // prompt keys, window
+    int budget;    // C
+    int kernel;    // pooling kernel, odd, >= 1
+    snapkv_pooling pooling;
+    float scale;   // 1/sqrt(D)
+} snapkv_shape;
+
+typedef struct backend_options {
+    int n_threads; // CPU threads; <= 0 means the OpenMP default
+    int device;    // CUDA device ordinal (the local rank picks it)
+} backend_options;
+
+typedef struct backend_ops {
+    const char *name;
+    size_t act_bytes; // bytes of one activation element
+
+    snp_status (*init)(const backend_options *opt, void **out_ctx);
+    void (*free)(void *ctx);
+
+    // Memory. alloc'd buffers are zero-filled. Copies to/from host convert between
+    // the host's fp32 and the backend's activation type; n counts elements.
+    snp_status (*alloc)(void *ctx, size_t n_bytes, void **out_ptr);
+    void (*dealloc)(void *ctx, void *ptr); // NULL is a no-op
+    snp_status (*to_host_f32)(void *ctx, float *dst, const void *src, size_t n);
+    snp_status (*from_host_f32)(void *ctx, void *dst, const float *src, size_t n);
+
+    // Weights: converted from src (host) into backend storage. The backend keeps no
+    // pointer into src after returning (the caller may unmap it).
+    snp_status (*weight_load)(void *ctx, const weight_src *src, bk_weight **out);
+    void (*weight_free)(void *ctx, bk_weight *w); // NULL is a no-op
+
+    // x[t,:] = table[ids[t],:]   x: [T,C]; table: [V,C]; ids host [T], checked < V
+    snp_status (*embed)(void *ctx, void *x, const bk_weight *table, const int32_t *ids, int T);
+
+    // y[t,:] = x[t,:] * rsqrt(mean(x[t,:]^2) + eps) * w   x,y: [T,C]; w: [C]; y may alias x
+    snp_status (*rms_norm)(void *ctx, void *y, const void *x, const bk_weight *w, float eps,
+                           int T, int C);
+
+    // y = x W^T (+ bias)   x: [T,K]; W: [N,K]; bias: [N] or NULL; y: [T,N]; no aliasing
+    snp_status (*matmul)(void *ctx, void *y, const void *x, const bk_weight *W,
+                         const bk_weight *bias, int T);
+
+    // In place rotary embedding of x: [T,H,D] at host positions pos[T].
+    snp_status (*rope)(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
+                       const rope_params *rp);
+
+    // cache[h, row0 + t, :] = src[t, h, :]   src: [T,Hkv,D]; cache: [Hkv,S_cap,D]
+    snp_status (*kv_store)(void *ctx, void *cache, const void *src, int T, int Hkv, int D,
+                           int S_cap, int row0);
+
+    // Causal attention, flash-style (online softmax over key blocks, no T x n_keys
+    // matrix). q, out: [T,H,D]; k, v: [Hkv,S_cap,D]; query head h reads KV head
+    // h / (H / Hkv).
+    snp_status (*attention)(void *ctx, void *out, const void *q, const void *k, const void *v,
+                            const attn_shape *s);
+
+    // y = silu(gate) * up, elementwise over n; y may alias gate or up
+    snp_status (*swiglu)(void *ctx, void *y, const void *gate, const void *up, size_t n);
+
+    // y += x over n elements
+    snp_status (*add)(void *ctx, void *y, const void *x, size_t n);
+
+    // SnapKV scoring, step 1 (SNAPKV.md steps 2-5): for each query head h, the
+    // window queries q_win [w,H,D] attend to all L keys of k [Hkv,S_cap,D] with
+    // softmax in fp32 (window keys causally masked); votes[h, p] = sum over the w
+    // rows of the probability of prefix key p. votes: fp32 [H, P] backend memory.
+    snp_status (*snapkv_votes)(void *ctx, float *votes, const void *q_win, const void *k,
+                               const snapkv_shape *s);
+
+    // Step 6-7: pool votes along positions (kernel k, stride 1, padding k/2, avg or
+    // max), then average the G = H/Hkv query heads of each KV head.
+    // votes: fp32 [H, P]; pooled: fp32 [Hkv, P]; both backend memory.
+    snp_status (*snapkv_pool)(void *ctx, float *pooled, const float *votes,
+                              const snapkv_shape *s);
+
+    // Step 8: per KV head, the C - w prefix positions of highest pooled vote (ties
+    // to the lower position), ascending, then the window positions P..L-1.
+    // idx: int32 [Hkv, C] backend memory.
+    snp_status (*snapkv_select)(void *ctx, int32_t *idx, const float *pooled,
+                                const snapkv_shape *s);
+
+    // dst[h, row0 + i, :] = src[h, idx[h, i], :] for i < n_idx   (step 9's gather)
+    // src: [Hkv, src_cap, D]; dst: [Hkv, dst_cap, D]; idx: int32 [Hkv, n_idx] backend.
+    snp_status (*kv_gather)(void *ctx, void *dst, const void *src, const int32_t *idx,
+                            int Hkv, int D, int n_idx, int src_cap, int dst_cap, int row0);
+
+    // Raw byte copies between host and backend memory (indices, fp32 scores).
+    snp_status (*download)(void *ctx, void *dst_host, const void *src, size_t n_bytes);
+    snp_status (*upload)(void *ctx, void *dst, const void *src_host, size_t n_bytes);
+
+    // Wait for queued work (no-op on CPU).
+    snp_status (*sync)(void *ctx);
+} backend_ops;
+
+typedef struct backend {
+    const backend_ops *ops;
+    void *ctx;
+} backend;
+
+// backend_open: opens the backend called `name` ("cpu", "cuda"); a name this build
+// lacks is an error that lists the ones it has.
+snp_status backend_open(const char *name, const backend_options *opt, backend **out);
+void backend_close(backend *b); // NULL is a no-op
+
+// backend_names: the backends compiled into this build, comma separated.
+const char *backend_names(void);
+
+#endif

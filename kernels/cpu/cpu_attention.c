@@ -1,0 +1,256 @@
+// cpu_attention: causal GQA attention on the CPU, flash-style: each work item
+// takes the queries of one KV head's group for a tile of tokens, walks the keys
+// in blocks with an online softmax (running max m, sum l, rescaled O) and never
+// holds more than a rows x ATT_BK score tile. Few items (decode) split the keys
+// too and merge the partial (m, l, O) at the end. Scores and P V go through
+// single-threaded sgemm on the tiles.
+#include "cpu_backend.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    ATT_ROWS = 64,           // target packed query rows per tile (tokens x group heads)
+    ATT_BK = 128,            // keys per block: a 64 x 128 score tile is 32 KiB, in L1/L2
+    ATT_MIN_SPLIT_KEYS = 512 // a key split shorter than this costs more to merge than it saves
+};
+
+typedef struct att_plan {
+    const attn_shape *s;
+    int g;         // query heads per KV head
+    int Bq;        // tokens per tile
+    int rows_max;  // Bq * g
+    int n_qt;      // query tiles
+    int n_split;   // key ranges per tile
+    int64_t chunk; // keys per range, a multiple of ATT_BK
+} att_plan;
+
+typedef struct att_scratch {
+    float *q; // [rows_max, D] the tile's queries, pre-scaled
+    float *S; // [rows_max, ATT_BK] scores, then probabilities
+    float *O; // [rows_max, D] unnormalized output
+    float *m; // [rows_max] running max
+    float *l; // [rows_max] running sum
+} att_scratch;
+
+static int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+// Online softmax over keys [ka, kb) of KV head hk for the tile's rows; leaves
+// (m, l, O) in w. Row r is token t0 + r / g, query head hk * g + r % g.
+static void att_tile(const att_plan *p, const float *q, const float *k, const float *v, int hk,
+                     int t0, int nt, int64_t ka, int64_t kb, att_scratch *w) {
+    const attn_shape *s = p->s;
+    const int D = s->D, g = p->g, rows = nt * g;
+    for (int ti = 0; ti < nt; ti++) {
+        const float *src = q + ((size_t)(t0 + ti) * s->H + (size_t)hk * g) * D;
+        float *dst = w->q + (size_t)ti * g * D;
+        for (int i = 0; i < g * D; i++)
+            dst[i] = src[i] * s->scale;
+    }
+    for (int r = 0; r < rows; r++) {
+        w->m[r] = -INFINITY;
+        w->l[r] = 0.0f;
+    }
+    memset(w->O, 0, sizeof(float) * (size_t)rows * D);
+    const float *kh = k + (size_t)hk * s->S_cap * D, *vh = v + (size_t)hk * s->S_cap * D;
+
+    for (int64_t k0 = ka; k0 < kb; k0 += ATT_BK) {
+        int nk = (int)min64(ATT_BK, kb - k0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1.0f, w->q, D,
+                    kh + k0 * D, D, 0.0f, w->S, ATT_BK); // S[rows, nk] = q K^T
+        // Causal mask, only where the block reaches past the tile's first token.
+        if (k0 + nk - 1 > (int64_t)s->q_offset + t0) {
+            for (int ti = 0; ti < nt; ti++) {
+                int64_t vis = (int64_t)s->q_offset + t0 + ti - k0 + 1; // keys it may see
+                if (vis >= nk) continue;
+                if (vis < 0) vis = 0;
+                for (int i = 0; i < g; i++) {
+                    float *sr = w->S + (size_t)(ti * g + i) * ATT_BK;
+                    for (int j = (int)vis; j < nk; j++)
+                        sr[j] = -INFINITY;
+                }
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            float *sr = w->S + (size_t)r * ATT_BK;
+            float m_new = fmaxf(w->m[r], cpu_vec_max(sr, nk));
+            // -inf guard: a row that has seen no key yet (only in a later key
+            // range of a split) keeps m = -inf; exp(-inf - -inf) would be NaN.
+            if (m_new == -INFINITY) {
+                memset(sr, 0, sizeof(float) * (size_t)nk);
+                continue;
+            }
+            float alpha = expf(w->m[r] - m_new); // 0 on the row's first visible block
+            w->l[r] = w->l[r] * alpha + cpu_vec_exp_sum(sr, sr, m_new, nk);
+            if (alpha != 1.0f) cpu_vec_scale(w->O + (size_t)r * D, alpha, D);
+            w->m[r] = m_new;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1.0f, w->S, ATT_BK,
+                    vh + k0 * D, D, 1.0f, w->O, D); // O[rows, D] += P V
+    }
+}
+
+static snp_status att_check(const float *out, const float *q, const float *k, const float *v,
+                            const attn_shape *s) {
+    if (!out || !q || !k || !v || !s)
+        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: NULL %s",
+                        !out ? "out"
+                        : !q ? "q"
+                        : !k ? "k"
+                        : !v ? "v"
+                             : "shape");
+    if (s->T <= 0 || s->H <= 0 || s->Hkv <= 0 || s->D <= 0 || s->S_cap <= 0)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cpu: attention: T = %d, H = %d, Hkv = %d, D = %d, S_cap = %d must be "
+                        "positive",
+                        s->T, s->H, s->Hkv, s->D, s->S_cap);
+    if (s->H % s->Hkv != 0)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cpu: attention: H = %d query heads is not a multiple of Hkv = %d", s->H,
+                        s->Hkv);
+    if (s->n_keys <= 0 || s->n_keys > s->S_cap)
+        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: n_keys = %d is outside 1 .. S_cap = %d",
+                        s->n_keys, s->S_cap);
+    if (s->q_offset < 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: q_offset = %d is negative", s->q_offset);
+    if (!isfinite(s->scale))
+        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: scale = %g is not finite",
+                        (double)s->scale);
+    return SNP_OK;
+}
+
+static void att_plan_make(const attn_shape *s, int n_threads, att_plan *p) {
+    p->s = s;
+    p->g = s->H / s->Hkv;
+    p->Bq = p->g >= ATT_ROWS ? 1 : ATT_ROWS / p->g;
+    if (p->Bq > s->T) p->Bq = s->T;
+    p->rows_max = p->Bq * p->g;
+    p->n_qt = (s->T + p->Bq - 1) / p->Bq;
+    int64_t kend = min64(s->n_keys, (int64_t)s->q_offset + s->T); // keys the last query sees
+    int64_t base = (int64_t)s->Hkv * p->n_qt;
+    int64_t n_split = 1;
+    if (base < 4 * n_threads) {
+        // Too few (head, tile) items to keep the team busy: split the keys, and
+        // make the item count a multiple of the team so no thread idles at the end.
+        n_split = (4 * n_threads + base - 1) / base;
+        while ((base * n_split) % n_threads != 0)
+            n_split++;
+        int64_t max_split = kend / ATT_MIN_SPLIT_KEYS;
+        if (n_split > max_split) n_split = max_split > 1 ? max_split : 1;
+    }
+    int64_t chunk = (kend + n_split - 1) / n_split;
+    p->chunk = (chunk + ATT_BK - 1) / ATT_BK * ATT_BK;
+    p->n_split = (int)((kend + p->chunk - 1) / p->chunk);
+}
+
+snp_status cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
+                         const attn_shape *s) {
+    cpu_ctx *c = ctx;
+    if (!c) return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: NULL ctx");
+    TRY(att_check(out, q, k, v, s));
+    att_plan p;
+    att_plan_make(s, c->n_threads, &p);
+    const int D = s->D, g = p.g;
+    const int64_t n_items = (int64_t)s->Hkv * p.n_qt * p.n_split;
+    const size_t part_floats = (size_t)p.rows_max * (D + 2); // m, l, O per item
+    float *parts = NULL;
+    if (p.n_split > 1) {
+        parts = malloc(sizeof(float) * part_floats * (size_t)n_items);
+        if (!parts)
+            return snp_fail(SNP_ERR_MEMORY, "cpu: attention: out of memory for %lld partials",
+                            (long long)n_items);
+    }
+    int failed = 0;
+
+#pragma omp parallel num_threads(c->n_threads)
+    {
+        size_t rm = (size_t)p.rows_max;
+        float *buf =
+            aligned_alloc(64, sizeof(float) * ((rm * D * 2 + rm * ATT_BK + 2 * rm + 15) / 16 * 16));
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        att_scratch w = {0};
+        if (buf) {
+            w.q = buf;
+            w.O = buf + rm * D;
+            w.S = buf + 2 * rm * D;
+            w.m = w.S + rm * ATT_BK;
+            w.l = w.m + rm;
+        }
+        // Last tiles first: under the causal mask they have the most keys, and
+        // dynamic scheduling balances best when the big items go out early.
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < n_items; it++) {
+            if (!buf) continue;
+            int64_t per_tile = (int64_t)s->Hkv * p.n_split;
+            int qt = p.n_qt - 1 - (int)(it / per_tile);
+            int hk = (int)(it % per_tile / p.n_split), ks = (int)(it % p.n_split);
+            int t0 = qt * p.Bq, nt = (int)min64(p.Bq, s->T - t0);
+            int64_t kend = min64(s->n_keys, (int64_t)s->q_offset + t0 + nt);
+            int64_t ka = ks * p.chunk, kb = min64(ka + p.chunk, kend);
+            if (ka < kb) {
+                att_tile(&p, q, k, v, hk, t0, nt, ka, kb, &w);
+            } else { // a range wholly in this tile's future: an empty partial
+                for (int r = 0; r < nt * g; r++) {
+                    w.m[r] = -INFINITY;
+                    w.l[r] = 0.0f;
+                }
+                memset(w.O, 0, sizeof(float) * (size_t)nt * g * D);
+            }
+            if (p.n_split == 1) {
+                for (int r = 0; r < nt * g; r++) {
+                    float *o = (float *)out + ((size_t)(t0 + r / g) * s->H + hk * g + r % g) * D;
+                    for (int d = 0; d < D; d++)
+                        o[d] = w.O[(size_t)r * D + d] / w.l[r];
+                }
+            } else {
+                float *part = parts + part_floats * (size_t)((qt * s->Hkv + hk) * p.n_split + ks);
+                memcpy(part, w.m, sizeof(float) * (size_t)nt * g);
+                memcpy(part + rm, w.l, sizeof(float) * (size_t)nt * g);
+                memcpy(part + 2 * rm, w.O, sizeof(float) * (size_t)nt * g * D);
+            }
+        }
+        if (p.n_split > 1) {
+            // Merge: m = max m_i, l = sum l_i e^(m_i - m), O = sum O_i e^(m_i - m) / l.
+            // Range 0 holds key 0, which every query sees, so m is finite.
+#pragma omp for schedule(static)
+            for (int64_t tr = 0; tr < (int64_t)p.n_qt * s->Hkv; tr++) {
+                int qt = (int)(tr / s->Hkv), hk = (int)(tr % s->Hkv);
+                int t0 = qt * p.Bq, nt = (int)min64(p.Bq, s->T - t0);
+                const float *base = parts + part_floats * (size_t)(tr * p.n_split);
+                for (int r = 0; r < nt * g; r++) {
+                    float m = -INFINITY, l = 0.0f;
+                    for (int ks = 0; ks < p.n_split; ks++)
+                        m = fmaxf(m, base[part_floats * ks + r]);
+                    float *o = (float *)out + ((size_t)(t0 + r / g) * s->H + hk * g + r % g) * D;
+                    for (int d = 0; d < D; d++)
+                        o[d] = 0.0f;
+                    for (int ks = 0; ks < p.n_split; ks++) {
+                        const float *pp = base + part_floats * ks;
+                        float wgt = expf(pp[r] - m); // 0 for an empty range
+                        if (wgt == 0.0f) continue;
+                        l += pp[rm + r] * wgt;
+                        const float *po = pp + 2 * rm + (size_t)r * D;
+                        for (int d = 0; d < D; d++)
+                            o[d] += po[d] * wgt;
+                    }
+                    for (int d = 0; d < D; d++)
+                        o[d] /= l;
+                }
+            }
+        }
+        free(buf);
+    }
+    free(parts);
+    if (failed)
+        return snp_fail(SNP_ERR_MEMORY, "cpu: attention: out of memory for a %d-row tile",
+                        p.rows_max);
+    return SNP_OK;
+}

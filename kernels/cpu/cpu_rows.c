@@ -1,0 +1,327 @@
+// cpu_rows: the per-dtype row kernels of the CPU backend in exact fp32: rows of a
+// weight dequantized to fp32 (the input of the BLAS panels) and fused
+// dequantize-dot products (the decode matvec). The int8 variant is cpu_q8.c.
+#include "cpu_backend.h"
+
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define CPU_ROWS_AVX2 1
+#else
+#define CPU_ROWS_AVX2 0
+#endif
+
+static inline float half_to_f32(uint16_t h) {
+#if CPU_ROWS_AVX2
+    return _cvtsh_ss(h);
+#else
+    return dtype_f16_to_f32(h);
+#endif
+}
+
+#if CPU_ROWS_AVX2
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m256 i8x8_to_ps(__m128i v) { // the low 8 int8 lanes of v
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
+
+static inline __m256 bf16x8_to_ps(const uint16_t *p) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+// The 32 values of a 4-bit block as int8, in GGML order (low nibbles first),
+// minus `bias` (8 for Q4_0, 0 for Q4_1).
+static inline void q4_unpack(const uint8_t *qs, __m128i bias, __m128i *lo, __m128i *hi) {
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    *lo = _mm_sub_epi8(_mm_and_si128(raw, m4), bias);
+    *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), bias);
+}
+
+// sum_j q[j] * x[j] over one block given as two halves of 16 int8.
+static inline __m256 block_qx(__m128i lo, __m128i hi, const float *x) {
+    __m256 s = _mm256_mul_ps(i8x8_to_ps(lo), _mm256_loadu_ps(x));
+    s = _mm256_fmadd_ps(i8x8_to_ps(_mm_unpackhi_epi64(lo, lo)), _mm256_loadu_ps(x + 8), s);
+    s = _mm256_fmadd_ps(i8x8_to_ps(hi), _mm256_loadu_ps(x + 16), s);
+    return _mm256_fmadd_ps(i8x8_to_ps(_mm_unpackhi_epi64(hi, hi)), _mm256_loadu_ps(x + 24), s);
+}
+#endif
+
+static float dot_f32(const float *w, const float *x, int64_t K) {
+    int64_t i = 0;
+    float s = 0.0f;
+#if CPU_ROWS_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 32 <= K; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= K; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#endif
+    for (; i < K; i++)
+        s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16(const uint16_t *w, const float *x, int64_t K) {
+    int64_t i = 0;
+    float s = 0.0f;
+#if CPU_ROWS_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (; i + 16 <= K; i += 16) {
+        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
+        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8)));
+        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+    }
+    s = hsum8(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < K; i++)
+        s += half_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16(const uint16_t *w, const float *x, int64_t K) {
+    int64_t i = 0;
+    float s = 0.0f;
+#if CPU_ROWS_AVX2
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (; i + 16 <= K; i += 16) {
+        a0 = _mm256_fmadd_ps(bf16x8_to_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(bf16x8_to_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    s = hsum8(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < K; i++)
+        s += dtype_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_q8_0(const block_q8_0 *b, const float *x, int64_t nb) {
+#if CPU_ROWS_AVX2
+    // Two accumulators: each block's fma waits on the previous one otherwise.
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const block_q8_0 *b0 = b + i, *b1 = b + i + 1;
+        __m128i l0 = _mm_loadu_si128((const __m128i *)b0->qs);
+        __m128i h0 = _mm_loadu_si128((const __m128i *)(b0->qs + 16));
+        __m128i l1 = _mm_loadu_si128((const __m128i *)b1->qs);
+        __m128i h1 = _mm_loadu_si128((const __m128i *)(b1->qs + 16));
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b0->d)), block_qx(l0, h0, x + i * 32), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b1->d)), block_qx(l1, h1, x + i * 32 + 32),
+                             a1);
+    }
+    if (i < nb) {
+        __m128i l0 = _mm_loadu_si128((const __m128i *)b[i].qs);
+        __m128i h0 = _mm_loadu_si128((const __m128i *)(b[i].qs + 16));
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i].d)), block_qx(l0, h0, x + i * 32), a0);
+    }
+    return hsum8(_mm256_add_ps(a0, a1));
+#else
+    float s = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        float bs = 0.0f;
+        for (int j = 0; j < QK_BLOCK; j++)
+            bs += (float)b[i].qs[j] * x[i * QK_BLOCK + j];
+        s += half_to_f32(b[i].d) * bs;
+    }
+    return s;
+#endif
+}
+
+static float dot_q4_0(const block_q4_0 *b, const float *x, int64_t nb) {
+#if CPU_ROWS_AVX2
+    const __m128i e8 = _mm_set1_epi8(8);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        __m128i l0, h0, l1, h1;
+        q4_unpack(b[i].qs, e8, &l0, &h0);
+        q4_unpack(b[i + 1].qs, e8, &l1, &h1);
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i].d)), block_qx(l0, h0, x + i * 32), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i + 1].d)),
+                             block_qx(l1, h1, x + i * 32 + 32), a1);
+    }
+    if (i < nb) {
+        __m128i l0, h0;
+        q4_unpack(b[i].qs, e8, &l0, &h0);
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i].d)), block_qx(l0, h0, x + i * 32), a0);
+    }
+    return hsum8(_mm256_add_ps(a0, a1));
+#else
+    float s = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        float bs = 0.0f;
+        for (int j = 0; j < QK_BLOCK / 2; j++) {
+            bs += (float)((b[i].qs[j] & 0x0f) - 8) * x[i * QK_BLOCK + j];
+            bs += (float)((b[i].qs[j] >> 4) - 8) * x[i * QK_BLOCK + j + QK_BLOCK / 2];
+        }
+        s += half_to_f32(b[i].d) * bs;
+    }
+    return s;
+#endif
+}
+
+// Q4_1: sum_j (d q_j + m) x_j = d * sum_j q_j x_j + m * xsum, xsum shared by all rows.
+static float dot_q4_1(const block_q4_1 *b, const float *x, const float *xsum, int64_t nb) {
+    float ms = 0.0f;
+#if CPU_ROWS_AVX2
+    const __m128i zero = _mm_setzero_si128();
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        __m128i l0, h0, l1, h1;
+        q4_unpack(b[i].qs, zero, &l0, &h0);
+        q4_unpack(b[i + 1].qs, zero, &l1, &h1);
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i].d)), block_qx(l0, h0, x + i * 32), a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i + 1].d)),
+                             block_qx(l1, h1, x + i * 32 + 32), a1);
+        ms += half_to_f32(b[i].m) * xsum[i] + half_to_f32(b[i + 1].m) * xsum[i + 1];
+    }
+    if (i < nb) {
+        __m128i l0, h0;
+        q4_unpack(b[i].qs, zero, &l0, &h0);
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i].d)), block_qx(l0, h0, x + i * 32), a0);
+        ms += half_to_f32(b[i].m) * xsum[i];
+    }
+    return hsum8(_mm256_add_ps(a0, a1)) + ms;
+#else
+    float s = 0.0f;
+    for (int64_t i = 0; i < nb; i++) {
+        float bs = 0.0f;
+        for (int j = 0; j < QK_BLOCK / 2; j++) {
+            bs += (float)(b[i].qs[j] & 0x0f) * x[i * QK_BLOCK + j];
+            bs += (float)(b[i].qs[j] >> 4) * x[i * QK_BLOCK + j + QK_BLOCK / 2];
+        }
+        s += half_to_f32(b[i].d) * bs;
+        ms += half_to_f32(b[i].m) * xsum[i];
+    }
+    return s + ms;
+#endif
+}
+
+void cpu_block_sums(const float *x, int64_t K, float *out) {
+    for (int64_t b = 0; b < K / QK_BLOCK; b++) {
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int j = 0; j < QK_BLOCK; j++)
+            s += x[b * QK_BLOCK + j];
+        out[b] = s;
+    }
+}
+
+void cpu_rows_dot(const bk_weight *w, const float *x, const float *xsum, int64_t r0, int64_t r1,
+                  float *y) {
+    const char *base = w->data;
+    int64_t K = w->cols, nb = K / QK_BLOCK;
+    for (int64_t r = r0; r < r1; r++) {
+        const void *row = base + (size_t)r * w->row_bytes;
+        float v = 0.0f;
+        switch (w->type) {
+        case DTYPE_F32:
+            v = dot_f32(row, x, K);
+            break;
+        case DTYPE_F16:
+            v = dot_f16(row, x, K);
+            break;
+        case DTYPE_BF16:
+            v = dot_bf16(row, x, K);
+            break;
+        case DTYPE_Q8_0:
+            v = dot_q8_0(row, x, nb);
+            break;
+        case DTYPE_Q4_0:
+            v = dot_q4_0(row, x, nb);
+            break;
+        case DTYPE_Q4_1:
+            v = dot_q4_1(row, x, xsum, nb);
+            break;
+        case DTYPE_COUNT:
+            break;
+        }
+        y[r - r0] = v;
+    }
+}
+
+static void row_to_f32(dtype t, const void *src, float *dst, int64_t K) {
+#if CPU_ROWS_AVX2
+    int64_t nb = K / QK_BLOCK;
+    switch (t) {
+    case DTYPE_F16: {
+        const uint16_t *s = src;
+        int64_t i = 0;
+        for (; i + 8 <= K; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+        for (; i < K; i++)
+            dst[i] = half_to_f32(s[i]);
+        return;
+    }
+    case DTYPE_BF16: {
+        const uint16_t *s = src;
+        int64_t i = 0;
+        for (; i + 8 <= K; i += 8)
+            _mm256_storeu_ps(dst + i, bf16x8_to_ps(s + i));
+        for (; i < K; i++)
+            dst[i] = dtype_bf16_to_f32(s[i]);
+        return;
+    }
+    case DTYPE_Q8_0: {
+        const block_q8_0 *b = src;
+        for (int64_t i = 0; i < nb; i++) {
+            __m256 d = _mm256_set1_ps(half_to_f32(b[i].d));
+            for (int j = 0; j < QK_BLOCK; j += 8) {
+                __m128i q = _mm_loadl_epi64((const __m128i *)(b[i].qs + j));
+                _mm256_storeu_ps(dst + i * 32 + j, _mm256_mul_ps(d, i8x8_to_ps(q)));
+            }
+        }
+        return;
+    }
+    case DTYPE_Q4_0:
+    case DTYPE_Q4_1: {
+        const int q40 = t == DTYPE_Q4_0;
+        const __m128i bias = _mm_set1_epi8(q40 ? 8 : 0);
+        size_t bbytes = dtype_block_bytes(t);
+        for (int64_t i = 0; i < nb; i++) {
+            const char *blk = (const char *)src + (size_t)i * bbytes;
+            uint16_t dh, mh = 0;
+            memcpy(&dh, blk, 2);
+            if (!q40) memcpy(&mh, blk + 2, 2);
+            const uint8_t *qs = (const uint8_t *)blk + (q40 ? 2 : 4);
+            __m256 d = _mm256_set1_ps(half_to_f32(dh)), m = _mm256_set1_ps(half_to_f32(mh));
+            __m128i lo, hi;
+            q4_unpack(qs, bias, &lo, &hi);
+            __m256 f[4] = {i8x8_to_ps(lo), i8x8_to_ps(_mm_unpackhi_epi64(lo, lo)), i8x8_to_ps(hi),
+                           i8x8_to_ps(_mm_unpackhi_epi64(hi, hi))};
+            float *o = dst + i * 32;
+            for (int j = 0; j < 4; j++) // Q4_0 multiplies only: d * 0 keeps its sign, as in dtype.c
+                _mm256_storeu_ps(o + 8 * j,
+                                 q40 ? _mm256_mul_ps(d, f[j]) : _mm256_fmadd_ps(d, f[j], m));
+        }
+        return;
+    }
+    case DTYPE_F32:
+    case DTYPE_COUNT:
+        break;
+    }
+#endif
+    dtype_to_f32(t, src, dst, (size_t)K);
+}
+
+void cpu_rows_to_f32(const bk_weight *w, int64_t r0, int64_t n_rows, float *dst) {
+    const char *base = w->data;
+    for (int64_t r = 0; r < n_rows; r++)
+        row_to_f32(w->type, base + (size_t)(r0 + r) * w->row_bytes, dst + r * w->cols, w->cols);
+}

@@ -1,0 +1,99 @@
+// args: flag parsing and help for the subcommands.
+#include "args.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void args_print_help(FILE *out, const arg_spec *specs, int n, const char *usage) {
+    fprintf(out, "%s\n\noptions:\n", usage);
+    for (int i = 0; i < n; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s", specs[i].name, specs[i].meta ? " " : "",
+                 specs[i].meta ? specs[i].meta : "");
+        fprintf(out, "  %-26s %s\n", left, specs[i].help);
+    }
+    fprintf(out, "  %-26s %s\n", "--help", "show this help");
+}
+
+static int parse_value(const arg_spec *s, const char *v, const char *command) {
+    char *end = NULL;
+    errno = 0;
+    switch (s->kind) {
+    case ARG_STRING:
+        *(const char **)s->target = v;
+        return 0;
+    case ARG_INT: {
+        long x = strtol(v, &end, 10);
+        if (errno || !*v || *end || x < INT_MIN || x > INT_MAX) break;
+        *(int *)s->target = (int)x;
+        return 0;
+    }
+    case ARG_U64: {
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || !*v || *end || v[0] == '-') break;
+        *(uint64_t *)s->target = x;
+        return 0;
+    }
+    case ARG_FLOAT: {
+        float x = strtof(v, &end);
+        if (errno || !*v || *end || !isfinite(x)) break;
+        *(float *)s->target = x;
+        return 0;
+    }
+    case ARG_FLAG:
+    case ARG_KIND_COUNT:
+        break;
+    }
+    fprintf(stderr, "snaptp %s: %s expects %s, got '%s'\n", command, s->name,
+            s->kind == ARG_STRING ? "a string" : "a number", v);
+    return 2;
+}
+
+int args_parse(int argc, char **argv, const arg_spec *specs, int n, const char *command,
+               const char *usage) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            args_print_help(stdout, specs, n, usage);
+            return 1;
+        }
+        const arg_spec *s = NULL;
+        const char *inline_value = NULL;
+        for (int j = 0; j < n && !s; j++) {
+            size_t len = strlen(specs[j].name);
+            if (strncmp(a, specs[j].name, len) == 0 && (a[len] == '\0' || a[len] == '=')) {
+                s = &specs[j];
+                if (a[len] == '=') inline_value = a + len + 1;
+            }
+        }
+        if (!s) {
+            fprintf(stderr, "snaptp %s: unknown option '%s' (see snaptp %s --help)\n", command, a,
+                    command);
+            return 2;
+        }
+        if (s->seen) *s->seen = 1;
+        if (s->kind == ARG_FLAG) {
+            if (inline_value) {
+                fprintf(stderr, "snaptp %s: %s takes no value\n", command, s->name);
+                return 2;
+            }
+            *(int *)s->target = 1;
+            continue;
+        }
+        const char *v = inline_value;
+        if (!v) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "snaptp %s: %s needs a value (%s)\n", command, s->name,
+                        s->meta ? s->meta : "value");
+                return 2;
+            }
+            v = argv[++i];
+        }
+        int rc = parse_value(s, v, command);
+        if (rc) return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,28 @@
+// args: a small table-driven parser for the subcommands' `--name value` flags and
+// the help text generated from the same table, so --help never drifts from parsing.
+#ifndef SNAPTP_ARGS_H
+#define SNAPTP_ARGS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum arg_kind { ARG_FLAG, ARG_STRING, ARG_INT, ARG_FLOAT, ARG_U64, ARG_KIND_COUNT } arg_kind;
+
+typedef struct arg_spec {
+    const char *name;  // "--max-tokens"
+    arg_kind kind;
+    void *target;      // int* (FLAG, INT), const char ** (STRING), float*, uint64_t*
+    const char *meta;  // "N", "PATH"; NULL for flags
+    const char *help;
+    int *seen;         // optional: set to 1 when given
+} arg_spec;
+
+// args_parse: parses argv[1..argc) against specs (n of them). Returns 0, 1 when
+// --help was asked (help printed to stdout), or 2 after printing an error naming
+// the flag to stderr. `usage` is the first help line.
+int args_parse(int argc, char **argv, const arg_spec *specs, int n, const char *command,
+               const char *usage);
+
+void args_print_help(FILE *out, const arg_spec *specs, int n, const char *usage);
+
+#endif

@@ -1,0 +1,170 @@
+// cmd_bench: `snaptp bench`: prefill and decode tokens/s at given prompt lengths
+// on random token ids (as llama-bench does), repeated, one result per length.
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/engine.h"
+#include "../runtime/forward.h"
+#include "../runtime/kv_cache.h"
+#include "../runtime/sampler.h"
+#include "args.h"
+#include "commands.h"
+#include "session.h"
+
+enum { BENCH_MAX_LENGTHS = 32 };
+
+typedef struct bench_result {
+    int prompt_tokens, gen_tokens, repeat;
+    double prefill_mean, prefill_std; // tokens/s
+    double decode_mean, decode_std;   // tokens/s
+} bench_result;
+
+static int parse_lengths(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > (1l << 24)) return -1;
+        out[n++] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        s = end;
+    }
+    return n;
+}
+
+static void mean_std(const double *x, int n, double *mean, double *std) {
+    double s = 0, q = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++) q += (x[i] - *mean) * (x[i] - *mean);
+    *std = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+// bench_one: r repetitions of "prefill N random tokens, then decode G tokens"
+// (greedy). N == 0 decodes G tokens after a single start token, as llama-bench's tg.
+static snp_status bench_one(model *m, forward_ctx *f, int N, int G, int repeat,
+                            bench_result *out) {
+    const model_config *c = &m->cfg;
+    snp_status st = SNP_OK;
+    double pp[64], tg[64];
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
+    float *logits = malloc(sizeof(float) * (size_t)c->n_vocab);
+    kv_cache *kv = NULL;
+    if (!ids || !logits) {
+        st = snp_fail(SNP_ERR_MEMORY, "bench: out of memory");
+        goto done;
+    }
+    const int n_prompt = N > 0 ? N : 1;
+    if (n_prompt + G > c->n_ctx) {
+        st = snp_fail(SNP_ERR_ARGUMENT,
+                      "bench: %d prompt + %d generated tokens exceed the model's context of %d",
+                      N, G, c->n_ctx);
+        goto done;
+    }
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n_prompt; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        ids[i] = (int32_t)(rng % (uint64_t)c->n_vocab);
+    }
+    TRY_GOTO(st, kv_cache_init(m->be, c->n_layers, m->n_kv_heads_local, c->head_dim, n_prompt + G,
+                               &kv),
+             done);
+    for (int r = 0; r < repeat; r++) {
+        kv->n_keys = 0;
+        double t0 = engine_now_s();
+        TRY_GOTO(st, forward_run(f, kv, ids, n_prompt, 0, 0, logits), done);
+        double t1 = engine_now_s();
+        pp[r] = n_prompt / (t1 - t0);
+        for (int g = 0; g < G; g++) {
+            int32_t tok = sampler_argmax(logits, c->n_vocab);
+            TRY_GOTO(st, forward_run(f, kv, &tok, 1, n_prompt + g, 0, logits), done);
+        }
+        tg[r] = G > 0 ? G / (engine_now_s() - t1) : 0;
+    }
+    out->prompt_tokens = N;
+    out->gen_tokens = G;
+    out->repeat = repeat;
+    mean_std(pp, repeat, &out->prefill_mean, &out->prefill_std);
+    mean_std(tg, repeat, &out->decode_mean, &out->decode_std);
+done:
+    kv_cache_free(kv);
+    free(ids);
+    free(logits);
+    return st;
+}
+
+int cmd_bench(int argc, char **argv) {
+    session_options so = {.backend_name = "cpu"};
+    const char *lengths_arg = "512";
+    int gen = 128, repeat = 3, json = 0, chunk = 512;
+    const arg_spec specs[] = {
+        {"--model", ARG_STRING, &so.model_path, "PATH", "GGUF file or safetensors directory", NULL},
+        {"--prompt-tokens", ARG_STRING, &lengths_arg, "N,N,..",
+         "prompt lengths to measure (512); 0 = decode only", NULL},
+        {"--gen-tokens", ARG_INT, &gen, "N", "tokens decoded after each prompt (128)", NULL},
+        {"--repeat", ARG_INT, &repeat, "N", "repetitions per length (3)", NULL},
+        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: all cores)", NULL},
+        {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
+        {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
+        {"--json", ARG_FLAG, &json, NULL, "one JSON object per length on stdout", NULL},
+    };
+    const int n_specs = sizeof specs / sizeof specs[0];
+    int rc = args_parse(argc, argv, specs, n_specs, "bench",
+                        "usage: snaptp bench --model PATH [--prompt-tokens 512,4096] [options]");
+    if (rc) return rc == 1 ? 0 : rc;
+    int lengths[BENCH_MAX_LENGTHS];
+    int n_lengths = parse_lengths(lengths_arg, lengths, BENCH_MAX_LENGTHS);
+    if (!so.model_path || n_lengths <= 0 || repeat < 1 || repeat > 64 || gen < 0) {
+        fprintf(stderr, "snaptp bench: give --model, a list of --prompt-tokens, 1 <= --repeat <= "
+                        "64 and --gen-tokens >= 0\n");
+        return 2;
+    }
+    session s;
+    snp_status st = session_open(&so, &s);
+    if (st != SNP_OK) return session_report_error("bench", st);
+    forward_ctx *f = NULL;
+    if ((st = forward_init(s.m, chunk, &f)) != SNP_OK) goto done;
+    if (!json)
+        printf("# model %s, backend %s, threads %d\n"
+               "# %8s %8s %20s %20s\n",
+               s.m->path, s.be->ops->name, so.n_threads, "prompt", "gen", "prefill tokens/s",
+               "decode tokens/s");
+    for (int i = 0; i < n_lengths; i++) {
+        bench_result r = {0};
+        if ((st = bench_one(s.m, f, lengths[i], gen, repeat, &r)) != SNP_OK) goto done;
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "model", s.m->path);
+            cJSON_AddStringToObject(o, "backend", s.be->ops->name);
+            cJSON_AddNumberToObject(o, "threads", so.n_threads);
+            cJSON_AddNumberToObject(o, "prompt_tokens", r.prompt_tokens);
+            cJSON_AddNumberToObject(o, "gen_tokens", r.gen_tokens);
+            cJSON_AddNumberToObject(o, "repeat", r.repeat);
+            if (r.prompt_tokens > 0) {
+                cJSON_AddNumberToObject(o, "prefill_tokens_per_s", r.prefill_mean);
+                cJSON_AddNumberToObject(o, "prefill_tokens_per_s_std", r.prefill_std);
+            } else {
+                cJSON_AddNullToObject(o, "prefill_tokens_per_s");
+            }
+            cJSON_AddNumberToObject(o, "decode_tokens_per_s", r.decode_mean);
+            cJSON_AddNumberToObject(o, "decode_tokens_per_s_std", r.decode_std);
+            char *js = cJSON_PrintUnformatted(o);
+            if (js) printf("%s\n", js);
+            free(js);
+            cJSON_Delete(o);
+        } else {
+            printf("  %8d %8d %12.1f ± %5.1f %12.1f ± %5.1f\n", r.prompt_tokens, r.gen_tokens,
+                   r.prefill_mean, r.prefill_std, r.decode_mean, r.decode_std);
+        }
+        fflush(stdout);
+    }
+done:
+    forward_free(f);
+    session_close(&s);
+    if (st != SNP_OK) return session_report_error("bench", st);
+    return 0;
+}

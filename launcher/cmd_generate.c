@@ -1,0 +1,184 @@
+// cmd_generate: `snaptp generate`: one prompt in, streamed text out, then stats
+// (a summary line on stderr, or a JSON object on stdout with --json).
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/chat_template.h"
+#include "../runtime/engine.h"
+#include "args.h"
+#include "commands.h"
+#include "session.h"
+#include "text_file.h"
+
+typedef struct stream_state {
+    tokenizer_stream ts;
+    int print; // stream to stdout (off with --json)
+    char *text;  // everything generated, for --json
+    size_t n_text, cap_text;
+    snp_status st;
+} stream_state;
+
+static int append_text(stream_state *s, const char *p, size_t n) {
+    if (s->print) {
+        fwrite(p, 1, n, stdout);
+        fflush(stdout);
+    }
+    if (s->n_text + n + 1 > s->cap_text) {
+        size_t cap = (s->cap_text + n + 1) * 2;
+        char *t = realloc(s->text, cap);
+        if (!t) return 1;
+        s->text = t;
+        s->cap_text = cap;
+    }
+    memcpy(s->text + s->n_text, p, n);
+    s->n_text += n;
+    s->text[s->n_text] = '\0';
+    return 0;
+}
+
+static int on_token(void *user, int32_t token) {
+    stream_state *s = user;
+    const char *p;
+    size_t n;
+    s->st = tokenizer_stream_feed(&s->ts, token, &p, &n);
+    if (s->st != SNP_OK) return 1;
+    return append_text(s, p, n);
+}
+
+// build_prompt: the prompt text, through the chat template when asked.
+static snp_status build_prompt(const tokenizer *tok, const char *prompt, int chat,
+                               const char *system, char **out) {
+    if (chat) return chat_template_apply(tok, system, prompt, out);
+    *out = strdup(prompt);
+    if (!*out) return snp_fail(SNP_ERR_MEMORY, "out of memory");
+    return SNP_OK;
+}
+
+static void print_json(const session *s, const engine_stats *st, const char *text,
+                       const char *policy) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", s->m->path);
+    cJSON_AddStringToObject(o, "backend", s->be->ops->name);
+    cJSON_AddStringToObject(o, "kv_policy", policy);
+    cJSON_AddNumberToObject(o, "prompt_tokens", st->prompt_tokens);
+    cJSON_AddNumberToObject(o, "generated_tokens", st->generated_tokens);
+    cJSON_AddNumberToObject(o, "load_s", s->load_s);
+    cJSON_AddNumberToObject(o, "prefill_s", st->prefill_s);
+    cJSON_AddNumberToObject(o, "prefill_tokens_per_s", st->prefill_tokens_per_s);
+    cJSON_AddNumberToObject(o, "decode_s", st->decode_s);
+    cJSON_AddNumberToObject(o, "decode_tokens_per_s", st->decode_tokens_per_s);
+    cJSON_AddNumberToObject(o, "kv_bytes", (double)st->kv_bytes);
+    cJSON_AddNumberToObject(o, "weight_bytes", (double)s->m->weight_bytes);
+    cJSON_AddBoolToObject(o, "stopped_by_eos", st->stopped_by_eos);
+    cJSON_AddStringToObject(o, "text", text ? text : "");
+    char *js = cJSON_PrintUnformatted(o);
+    if (js) printf("%s\n", js);
+    free(js);
+    cJSON_Delete(o);
+}
+
+int cmd_generate(int argc, char **argv) {
+    session_options so = {.backend_name = "cpu", .need_tokenizer = 1};
+    const char *prompt = NULL, *prompt_file = NULL, *system = NULL;
+    int chat = 0, json = 0, max_tokens = 256, chunk = 512;
+    sampler_params sp = sampler_params_default();
+    const arg_spec specs[] = {
+        {"--model", ARG_STRING, &so.model_path, "PATH", "GGUF file or safetensors directory", NULL},
+        {"--tokenizer", ARG_STRING, &so.tokenizer_path, "PATH",
+         "tokenizer.json or GGUF (default: the model's)", NULL},
+        {"--prompt", ARG_STRING, &prompt, "TEXT", "the prompt", NULL},
+        {"--prompt-file", ARG_STRING, &prompt_file, "PATH", "read the prompt from a file", NULL},
+        {"--chat", ARG_FLAG, &chat, NULL, "wrap the prompt in the model's chat template", NULL},
+        {"--system", ARG_STRING, &system, "TEXT", "system message (with --chat)", NULL},
+        {"--max-tokens", ARG_INT, &max_tokens, "N", "tokens to generate at most (256)", NULL},
+        {"--temperature", ARG_FLOAT, &sp.temperature, "T", "0 is greedy (default 0)", NULL},
+        {"--top-k", ARG_INT, &sp.top_k, "K", "keep the K most likely tokens (0: off)", NULL},
+        {"--top-p", ARG_FLOAT, &sp.top_p, "P", "nucleus sampling mass (1: off)", NULL},
+        {"--repeat-penalty", ARG_FLOAT, &sp.repetition_penalty, "R",
+         "penalize tokens seen in the last 64 (1: off)", NULL},
+        {"--seed", ARG_U64, &sp.seed, "N", "sampling seed (0)", NULL},
+        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: all cores)", NULL},
+        {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
+        {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
+        {"--json", ARG_FLAG, &json, NULL, "print text and stats as one JSON object", NULL},
+    };
+    const int n_specs = sizeof specs / sizeof specs[0];
+    int rc = args_parse(argc, argv, specs, n_specs, "generate",
+                        "usage: snaptp generate --model PATH (--prompt TEXT | --prompt-file PATH) "
+                        "[options]");
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!so.model_path || (!prompt && !prompt_file) || (prompt && prompt_file)) {
+        fprintf(stderr, "snaptp generate: give --model and one of --prompt / --prompt-file\n");
+        return 2;
+    }
+
+    session s;
+    snp_status st = SNP_OK;
+    char *file_text = NULL, *prompt_text = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    forward_ctx *f = NULL;
+    stream_state ss = {.print = !json};
+    int32_t *stop_ids = NULL;
+    int n_stop = 0;
+    if ((st = session_open(&so, &s)) != SNP_OK) return session_report_error("generate", st);
+    if (prompt_file) {
+        TRY_GOTO(st, text_file_read(prompt_file, &file_text, NULL), done);
+        prompt = file_text;
+    }
+    TRY_GOTO(st, build_prompt(s.tok, prompt, chat, system, &prompt_text), done);
+    // A chat template writes its own BOS when the model wants one.
+    TRY_GOTO(st,
+             tokenizer_encode(s.tok, prompt_text, strlen(prompt_text), chat ? 0 : -1, &ids, &n_ids),
+             done);
+    stop_ids = malloc(sizeof(int32_t) * (size_t)s.m->cfg.n_vocab);
+    if (!stop_ids) {
+        st = snp_fail(SNP_ERR_MEMORY, "out of memory");
+        goto done;
+    }
+    for (int32_t id = 0; id < s.m->cfg.n_vocab; id++)
+        if (tokenizer_is_eog(s.tok, id)) stop_ids[n_stop++] = id;
+    TRY_GOTO(st, forward_init(s.m, chunk, &f), done);
+    tokenizer_stream_init(&ss.ts, s.tok);
+    const engine_request req = {
+        .prompt = ids,
+        .n_prompt = (int)n_ids,
+        .max_tokens = max_tokens,
+        .sampling = sp,
+        .stop_ids = stop_ids,
+        .n_stop_ids = n_stop,
+    };
+    engine_stats stats;
+    st = engine_generate(f, s.m, &req, on_token, &ss, &stats);
+    if (st == SNP_OK && ss.st != SNP_OK) st = ss.st;
+    if (st != SNP_OK) goto done;
+    const char *tail;
+    size_t n_tail;
+    TRY_GOTO(st, tokenizer_stream_flush(&ss.ts, &tail, &n_tail), done);
+    append_text(&ss, tail, n_tail);
+    if (json) {
+        print_json(&s, &stats, ss.text, "full");
+    } else {
+        printf("\n");
+        fflush(stdout); // the answer ends before the stats line on a shared terminal
+        fprintf(stderr,
+                "# prompt %d tokens | prefill %.2f s, %.1f tokens/s | decode %d tokens, %.1f "
+                "tokens/s | %s\n",
+                stats.prompt_tokens, stats.prefill_s, stats.prefill_tokens_per_s,
+                stats.generated_tokens, stats.decode_tokens_per_s,
+                stats.stopped_by_eos ? "stopped at end of turn" : "stopped at --max-tokens");
+    }
+done:
+    if (ss.ts.tok) tokenizer_stream_free(&ss.ts);
+    free(ss.text);
+    free(stop_ids);
+    forward_free(f);
+    free(ids);
+    free(prompt_text);
+    free(file_text);
+    session_close(&s);
+    if (st != SNP_OK) return session_report_error("generate", st);
+    return 0;
+}

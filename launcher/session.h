@@ -1,0 +1,39 @@
+// session: what every model-running subcommand sets up the same way: the backend,
+// the model and (optionally) its tokenizer, and their teardown.
+#ifndef SNAPTP_SESSION_H
+#define SNAPTP_SESSION_H
+
+#include "../kernels/backend.h"
+#include "../runtime/model.h"
+#include "../runtime/tokenizer.h"
+
+typedef struct session_options {
+    const char *model_path;
+    const char *tokenizer_path; // NULL: the model's own (GGUF metadata or tokenizer.json)
+    const char *backend_name;   // "cpu" unless given
+    int n_threads;
+    int need_tokenizer;
+} session_options;
+
+typedef struct session {
+    backend *be;
+    model *m;
+    tokenizer *tok; // NULL unless asked for
+    double load_s;
+} session;
+
+// session_open: opens everything in options; on failure prints nothing and leaves
+// the message in snp_error().
+snp_status session_open(const session_options *opt, session *out);
+
+// session_open_tokenizer / session_open_model: the two halves of session_open, for
+// commands that tokenize (and plan memory) before loading any weight. `out` must
+// be zeroed before the first.
+snp_status session_open_tokenizer(const session_options *opt, session *out);
+snp_status session_open_model(const session_options *opt, session *out);
+void session_close(session *s);
+
+// session_report_error: "snaptp <command>: <message>" on stderr, for the launcher.
+int session_report_error(const char *command, snp_status st);
+
+#endif

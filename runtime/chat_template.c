@@ -1,0 +1,228 @@
+// chat_template: the one place that knows chat formats. Each family is a row of
+// `families`: how to recognise its Jinja template, whether a vocabulary without a
+// template implies it, and how to render system + user + generation prompt. There is
+// no Jinja interpreter: a template that no row recognises is refused.
+#include "chat_template.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer_internal.h"
+
+typedef struct chat_family {
+    const char *name;
+    int (*matches)(const char *tmpl);
+    int (*implied_by_vocab)(const tokenizer *t);
+    snp_status (*render)(const tokenizer *t, const char *tmpl, const char *sys, const char *user,
+                         tok_buf *out);
+} chat_family;
+
+static snp_status put(tok_buf *b, const char *s) { return tok_buf_append(b, s, strlen(s)); }
+
+// Whether `needle` occurs in the template, where a "\\n" in the needle also matches a raw
+// newline: templates write their Jinja string literals either way.
+static int has(const char *tmpl, const char *needle) {
+    for (const char *start = tmpl; *start; start++) {
+        const char *p = start, *q = needle;
+        while (*q) {
+            if (q[0] == '\\' && q[1] == 'n' && *p == '\n') {
+                p++;
+                q += 2;
+            } else if (*p == *q) {
+                p++;
+                q++;
+            } else {
+                break;
+            }
+        }
+        if (!*q) return 1;
+    }
+    return 0;
+}
+
+// Python's str.isspace, which Jinja's `trim` filter (str.strip) uses.
+static int py_space(uint32_t c) {
+    return (c >= 9 && c <= 13) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+           c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
+           c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+static uint32_t cp_at(const char *s, size_t i, size_t *len) {
+    const unsigned char *u = (const unsigned char *)s + i;
+    int n = tok_utf8_len(u[0]);
+    if (n <= 1) {
+        *len = 1;
+        return u[0];
+    }
+    uint32_t cp = u[0] & (0xFF >> (n + 1));
+    for (int k = 1; k < n && u[k]; k++) cp = (cp << 6) | (u[k] & 0x3F);
+    *len = (size_t)n;
+    return cp;
+}
+
+static snp_status put_trimmed(tok_buf *b, const char *s) {
+    size_t n = strlen(s), start = 0, end = 0, len;
+    for (size_t i = 0; i < n; i += len) {
+        uint32_t cp = cp_at(s, i, &len);
+        if (!py_space(cp)) {
+            if (end == 0) start = i;
+            end = i + len;
+        }
+    }
+    return tok_buf_append(b, s + start, end > start ? end - start : 0);
+}
+
+// ---- ChatML as SmolLM2 writes it (optional default system prompt) --------------------
+static const char *const chatml_turn =
+    "'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'";
+
+static int chatml_matches(const char *tmpl) {
+    return has(tmpl, chatml_turn) && has(tmpl, "add_generation_prompt") && !has(tmpl, "tools") &&
+           !has(tmpl, "enable_thinking");
+}
+
+static int chatml_vocab(const tokenizer *t) {
+    return tokenizer_find(t, "<|im_start|>") >= 0 && tokenizer_find(t, "<think>") < 0;
+}
+
+// The default system prompt of templates written as
+//   {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n...<|im_end|>\n' }}
+// with the Jinja string escapes undone; NULL-free: *out empty when there is none.
+static snp_status chatml_default_system(const char *tmpl, tok_buf *out) {
+    if (!has(tmpl, "messages[0]['role'] != 'system'")) return SNP_OK;
+    const char *p = strstr(tmpl, "'<|im_start|>system");
+    if (!p) return SNP_OK;
+    p += strlen("'<|im_start|>system");
+    if (*p == '\n')
+        p++;
+    else if (p[0] == '\\' && p[1] == 'n')
+        p += 2;
+    else
+        return SNP_OK;
+    const char *end = strstr(p, "<|im_end|>");
+    if (!end) return SNP_OK;
+    for (; p < end; p++) {
+        char c = *p;
+        if (c == '\\' && p + 1 < end) {
+            c = *++p;
+            c = c == 'n' ? '\n' : c == 't' ? '\t' : c;
+        }
+        TRY(tok_buf_append(out, &c, 1));
+    }
+    return SNP_OK;
+}
+
+static snp_status chatml_render(const tokenizer *t, const char *tmpl, const char *sys,
+                                const char *user, tok_buf *out) {
+    (void)t;
+    tok_buf dflt = {0};
+    snp_status st = SNP_OK;
+    if (!sys && tmpl) TRY_GOTO(st, chatml_default_system(tmpl, &dflt), done);
+    if (sys || dflt.n) {
+        TRY_GOTO(st, put(out, "<|im_start|>system\n"), done);
+        TRY_GOTO(st, sys ? put(out, sys) : tok_buf_append(out, dflt.p, dflt.n), done);
+        TRY_GOTO(st, put(out, "<|im_end|>\n"), done);
+    }
+    TRY_GOTO(st, put(out, "<|im_start|>user\n"), done);
+    TRY_GOTO(st, put(out, user), done);
+    TRY_GOTO(st, put(out, "<|im_end|>\n<|im_start|>assistant\n"), done);
+done:
+    free(dflt.p);
+    return st;
+}
+
+// ---- Qwen3 (ChatML with tools and <think>; enable_thinking left undefined) -----------
+static int qwen3_matches(const char *tmpl) {
+    return has(tmpl, "<|im_start|>") && has(tmpl, "enable_thinking") && has(tmpl, "<think>");
+}
+
+static int qwen3_vocab(const tokenizer *t) {
+    return tokenizer_find(t, "<|im_start|>") >= 0 && tokenizer_find(t, "<think>") >= 0;
+}
+
+static snp_status qwen3_render(const tokenizer *t, const char *tmpl, const char *sys,
+                               const char *user, tok_buf *out) {
+    // With no tools and a system message first, Qwen3 writes exactly ChatML.
+    (void)tmpl;
+    return chatml_render(t, NULL, sys, user, out);
+}
+
+// ---- Llama 3 (the original 8B/70B Instruct template; 3.1+ adds dates and tools) ------
+static int llama3_matches(const char *tmpl) {
+    return has(tmpl, "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ "
+                     "message['content'] | trim + '<|eot_id|>'") &&
+           has(tmpl, "bos_token") && !has(tmpl, "Cutting Knowledge");
+}
+
+static int llama3_vocab(const tokenizer *t) {
+    return tokenizer_find(t, "<|start_header_id|>") >= 0;
+}
+
+static snp_status llama3_render(const tokenizer *t, const char *tmpl, const char *sys,
+                                const char *user, tok_buf *out) {
+    (void)tmpl;
+    size_t n = 0;
+    const char *bos = tokenizer_piece(t, tokenizer_bos_id(t), &n);
+    if (bos) TRY(tok_buf_append(out, bos, n));
+    if (sys) {
+        TRY(put(out, "<|start_header_id|>system<|end_header_id|>\n\n"));
+        TRY(put_trimmed(out, sys));
+        TRY(put(out, "<|eot_id|>"));
+    }
+    TRY(put(out, "<|start_header_id|>user<|end_header_id|>\n\n"));
+    TRY(put_trimmed(out, user));
+    TRY(put(out, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"));
+    return SNP_OK;
+}
+
+static const chat_family families[] = {
+    {"qwen3", qwen3_matches, qwen3_vocab, qwen3_render},
+    {"llama3", llama3_matches, llama3_vocab, llama3_render},
+    {"chatml", chatml_matches, chatml_vocab, chatml_render},
+};
+
+static snp_status pick(const tokenizer *t, const chat_family **out) {
+    const char *tmpl = tokenizer_chat_template(t);
+    size_t n = sizeof families / sizeof families[0];
+    for (size_t i = 0; i < n; i++) {
+        if (tmpl ? families[i].matches(tmpl) : families[i].implied_by_vocab(t)) {
+            *out = &families[i];
+            return SNP_OK;
+        }
+    }
+    if (!tmpl)
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "chat template: the model has none, and its vocabulary matches no built-in "
+                        "family (chatml, llama3, qwen3)");
+    return snp_fail(SNP_ERR_UNSUPPORTED,
+                    "chat template from %s is not one snaptp knows (SmolLM2/ChatML, Llama 3, "
+                    "Qwen3); it starts: '%.80s'",
+                    tokenizer_chat_template_source(t), tmpl);
+}
+
+snp_status chat_template_family(const tokenizer *t, const char **out_name) {
+    const chat_family *f = NULL;
+    TRY(pick(t, &f));
+    *out_name = f->name;
+    return SNP_OK;
+}
+
+snp_status chat_template_apply(const tokenizer *t, const char *system, const char *user,
+                               char **out_text) {
+    *out_text = NULL;
+    if (!user) return snp_fail(SNP_ERR_ARGUMENT, "chat template: no user message");
+    const chat_family *f = NULL;
+    TRY(pick(t, &f));
+    tok_buf out = {0};
+    snp_status st = tok_buf_reserve(&out, 1);
+    if (st == SNP_OK) {
+        out.p[0] = '\0';
+        st = f->render(t, tokenizer_chat_template(t), system, user, &out);
+    }
+    if (st != SNP_OK) {
+        free(out.p);
+        return st;
+    }
+    *out_text = out.p;
+    return SNP_OK;
+}

@@ -1,0 +1,22 @@
+// chat_template: turns a system + user message into the prompt text a model was
+// trained on, for the template families snaptp ships (SmolLM2/ChatML, Llama 3, Qwen3).
+// The family is recognised from the model's Jinja template (or, when it has none, from
+// its vocabulary); an unknown template is an error, never a guess.
+#ifndef SNAPTP_CHAT_TEMPLATE_H
+#define SNAPTP_CHAT_TEMPLATE_H
+
+#include "status.h"
+#include "tokenizer.h"
+
+// chat_template_family: the family name ("chatml", "llama3", "qwen3") that
+// chat_template_apply would use for `t`, or SNP_ERR_UNSUPPORTED naming the template's
+// source and start.
+snp_status chat_template_family(const tokenizer *t, const char **out_name);
+
+// chat_template_apply: exactly what transformers' apply_chat_template([system?, user],
+// add_generation_prompt=True, tokenize=False) gives for the model. `system` may be NULL
+// (a template's default system prompt then applies). *out_text is malloc'd.
+snp_status chat_template_apply(const tokenizer *t, const char *system, const char *user,
+                               char **out_text);
+
+#endif

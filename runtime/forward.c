@@ -1,0 +1,331 @@
+// forward: one transformer forward over a token range, layer-major and chunked.
+// The two points where tensor-parallel partial sums would be joined are marked
+// "all-reduce point"; with tp == 1 they are no-ops.
+#include "forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct forward_ctx {
+    model *m;
+    int chunk; // max tokens per step
+    // Hidden states of the whole call, [cap_tokens, C]; grown on demand.
+    void *x;
+    int cap_tokens;
+    // Chunk workspace, each [chunk, width].
+    void *xn;   // C
+    void *q;    // Hl * D
+    void *k;    // Hkvl * D
+    void *v;    // Hkvl * D
+    void *att;  // Hl * D
+    void *proj; // C
+    void *gate; // Fl
+    void *up;   // Fl
+    void *logits; // V
+    int32_t *pos; // host [chunk]
+    forward_progress_fn progress;
+    void *progress_user;
+};
+
+static snp_status alloc_act(model *m, size_t n, void **out) {
+    return m->be->ops->alloc(m->be->ctx, n * m->be->ops->act_bytes, out);
+}
+
+snp_status forward_init(model *m, int chunk, forward_ctx **out) {
+    if (chunk <= 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: chunk size %d must be positive", chunk);
+    snp_status st = SNP_OK;
+    forward_ctx *f = calloc(1, sizeof *f);
+    if (!f) return snp_fail(SNP_ERR_MEMORY, "forward: out of memory");
+    f->m = m;
+    f->chunk = chunk;
+    const model_config *c = &m->cfg;
+    const size_t T = (size_t)chunk, D = (size_t)c->head_dim;
+    TRY_GOTO(st, alloc_act(m, T * (size_t)c->n_embd, &f->xn), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_heads_local * D, &f->q), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_kv_heads_local * D, &f->k), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_kv_heads_local * D, &f->v), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_heads_local * D, &f->att), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)c->n_embd, &f->proj), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_ff_local, &f->gate), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_ff_local, &f->up), fail);
+    TRY_GOTO(st, alloc_act(m, T * (size_t)c->n_vocab, &f->logits), fail);
+    f->pos = malloc(sizeof(int32_t) * T);
+    if (!f->pos) {
+        st = snp_fail(SNP_ERR_MEMORY, "forward: out of memory");
+        goto fail;
+    }
+    *out = f;
+    return SNP_OK;
+fail:
+    forward_free(f);
+    return st;
+}
+
+void forward_free(forward_ctx *f) {
+    if (!f) return;
+    backend *be = f->m->be;
+    void *bufs[] = {f->x, f->xn, f->q, f->k, f->v, f->att, f->proj, f->gate, f->up, f->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->dealloc(be->ctx, bufs[i]);
+    free(f->pos);
+    free(f);
+}
+
+void forward_set_progress(forward_ctx *f, forward_progress_fn fn, void *user) {
+    f->progress = fn;
+    f->progress_user = user;
+}
+
+// Pointer to row `row` of an activation matrix with `width` columns.
+static void *act_row(const model *m, void *base, size_t row, size_t width) {
+    return (char *)base + row * width * m->be->ops->act_bytes;
+}
+
+// qkv_project: q, k, v of one chunk of Tc tokens (positions in f->pos), normed
+// (Qwen3) and rotated, into f->q, f->k, f->v.
+static snp_status qkv_project(forward_ctx *f, int l, const void *x_c, int Tc) {
+    model *m = f->m;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    const model_config *c = &m->cfg;
+    const layer_weights *lw = &m->layers[l];
+    const int Hl = m->n_heads_local, Hkvl = m->n_kv_heads_local, D = c->head_dim;
+    const rope_params rp = {c->rope_mode, m->inv_freq};
+    TRY(ops->rms_norm(ctx, f->xn, x_c, lw->attn_norm, c->rms_eps, Tc, c->n_embd));
+    TRY(ops->matmul(ctx, f->q, f->xn, lw->wq, lw->bq, Tc));
+    TRY(ops->matmul(ctx, f->k, f->xn, lw->wk, lw->bk, Tc));
+    TRY(ops->matmul(ctx, f->v, f->xn, lw->wv, lw->bv, Tc));
+    if (c->qk_norm) { // Qwen3: RMSNorm over each head's D values, before RoPE
+        TRY(ops->rms_norm(ctx, f->q, f->q, lw->q_norm, c->rms_eps, Tc * Hl, D));
+        TRY(ops->rms_norm(ctx, f->k, f->k, lw->k_norm, c->rms_eps, Tc * Hkvl, D));
+    }
+    TRY(ops->rope(ctx, f->q, f->pos, Tc, Hl, D, &rp));
+    TRY(ops->rope(ctx, f->k, f->pos, Tc, Hkvl, D, &rp));
+    return SNP_OK;
+}
+
+// store_and_attend: appends rows [t0, t0 + Tc) of f->k / f->v at row `row0` of the
+// target K/V ([Hkv, cap, D]) and attends those Tc queries causally over rows
+// 0 .. row0 + Tc, into the same rows of f->att.
+static snp_status store_and_attend(forward_ctx *f, void *k_buf, void *v_buf, int cap, int t0,
+                                   int Tc, int row0) {
+    model *m = f->m;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    const int Hl = m->n_heads_local, Hkvl = m->n_kv_heads_local, D = m->cfg.head_dim;
+    const size_t q_width = (size_t)Hl * (size_t)D, kv_width = (size_t)Hkvl * (size_t)D;
+    TRY(ops->kv_store(ctx, k_buf, act_row(m, f->k, (size_t)t0, kv_width), Tc, Hkvl, D, cap, row0));
+    TRY(ops->kv_store(ctx, v_buf, act_row(m, f->v, (size_t)t0, kv_width), Tc, Hkvl, D, cap, row0));
+    const attn_shape shape = {
+        .T = Tc,
+        .H = Hl,
+        .Hkv = Hkvl,
+        .D = D,
+        .S_cap = cap,
+        .n_keys = row0 + Tc,
+        .q_offset = row0,
+        .scale = 1.0f / sqrtf((float)D),
+    };
+    return ops->attention(ctx, act_row(m, f->att, (size_t)t0, q_width),
+                          act_row(m, f->q, (size_t)t0, q_width), k_buf, v_buf, &shape);
+}
+
+// attention_out: x_c += o_proj(f->att) for Tc rows.
+static snp_status attention_out(forward_ctx *f, int l, void *x_c, int Tc) {
+    model *m = f->m;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    TRY(ops->matmul(ctx, f->proj, f->att, m->layers[l].wo, NULL, Tc));
+    // all-reduce point 1: f->proj holds this rank's partial sum of the o projection.
+    TRY(ops->add(ctx, x_c, f->proj, (size_t)Tc * (size_t)m->cfg.n_embd));
+    return SNP_OK;
+}
+
+// mlp_block: x_c += down(silu(gate(norm(x_c))) * up(norm(x_c))).
+static snp_status mlp_block(forward_ctx *f, int l, void *x_c, int Tc) {
+    model *m = f->m;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    const model_config *c = &m->cfg;
+    const layer_weights *lw = &m->layers[l];
+    TRY(ops->rms_norm(ctx, f->xn, x_c, lw->ffn_norm, c->rms_eps, Tc, c->n_embd));
+    TRY(ops->matmul(ctx, f->gate, f->xn, lw->w_gate, NULL, Tc));
+    TRY(ops->matmul(ctx, f->up, f->xn, lw->w_up, NULL, Tc));
+    TRY(ops->swiglu(ctx, f->gate, f->gate, f->up, (size_t)Tc * (size_t)m->n_ff_local));
+    TRY(ops->matmul(ctx, f->proj, f->gate, lw->w_down, NULL, Tc));
+    // all-reduce point 2: the down projection's partial sum.
+    TRY(ops->add(ctx, x_c, f->proj, (size_t)Tc * (size_t)c->n_embd));
+    return SNP_OK;
+}
+
+// output_logits: final norm and LM head for rows [first, first + n) of x, copied to
+// host logits [n, V] chunk by chunk.
+static snp_status output_logits(forward_ctx *f, int first, int n, float *logits) {
+    model *m = f->m;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    const model_config *c = &m->cfg;
+    for (int r = 0; r < n; r += f->chunk) {
+        const int Tc = n - r < f->chunk ? n - r : f->chunk;
+        void *x_c = act_row(m, f->x, (size_t)(first + r), (size_t)c->n_embd);
+        TRY(ops->rms_norm(ctx, f->xn, x_c, m->output_norm, c->rms_eps, Tc, c->n_embd));
+        TRY(ops->matmul(ctx, f->logits, f->xn, m->output, NULL, Tc));
+        TRY(ops->to_host_f32(ctx, logits + (size_t)r * (size_t)c->n_vocab, f->logits,
+                             (size_t)Tc * (size_t)c->n_vocab));
+    }
+    return SNP_OK;
+}
+
+static snp_status ensure_hidden(forward_ctx *f, int T) {
+    if (T <= f->cap_tokens) return SNP_OK;
+    model *m = f->m;
+    m->be->ops->dealloc(m->be->ctx, f->x);
+    f->x = NULL;
+    f->cap_tokens = 0;
+    TRY(alloc_act(m, (size_t)T * (size_t)m->cfg.n_embd, &f->x));
+    f->cap_tokens = T;
+    return SNP_OK;
+}
+
+snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, int pos0,
+                       int logits_all, float *logits) {
+    model *m = f->m;
+    const model_config *c = &m->cfg;
+    if (T <= 0 || pos0 < 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: %d tokens at position %d", T, pos0);
+    if (kv->n_keys + T > kv->capacity)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "forward: %d new tokens do not fit the KV cache (%d of %d rows used)", T,
+                        kv->n_keys, kv->capacity);
+    if (kv->n_layers != c->n_layers || kv->Hkv != m->n_kv_heads_local || kv->D != c->head_dim)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: KV cache geometry does not match the model");
+    TRY(ensure_hidden(f, T));
+    TRY(m->be->ops->embed(m->be->ctx, f->x, m->tok_embd, ids, T));
+
+    const int n_chunks = (T + f->chunk - 1) / f->chunk;
+    const int row_base = kv->n_keys;
+    for (int l = 0; l < c->n_layers; l++) {
+        for (int ci = 0; ci < n_chunks; ci++) {
+            const int t0 = ci * f->chunk;
+            const int Tc = T - t0 < f->chunk ? T - t0 : f->chunk;
+            for (int i = 0; i < Tc; i++) f->pos[i] = pos0 + t0 + i;
+            void *x_c = act_row(m, f->x, (size_t)t0, (size_t)c->n_embd);
+            TRY(qkv_project(f, l, x_c, Tc));
+            TRY(store_and_attend(f, kv->k[l], kv->v[l], kv->capacity, 0, Tc, row_base + t0));
+            TRY(attention_out(f, l, x_c, Tc));
+            TRY(mlp_block(f, l, x_c, Tc));
+            if (f->progress) f->progress(f->progress_user, l, c->n_layers, ci, n_chunks, T);
+        }
+    }
+    kv->n_keys = row_base + T;
+    if (logits_all) TRY(output_logits(f, 0, T, logits));
+    else TRY(output_logits(f, T - 1, 1, logits));
+    return m->be->ops->sync(m->be->ctx);
+}
+
+// capture_window: copies the rows of this chunk that fall in the observation
+// window [L - w, L) from f->q into the host staging array q_host [w, Hl, D].
+static snp_status capture_window(forward_ctx *f, int t0, int Tc, int L, int w, float *q_host) {
+    model *m = f->m;
+    const int first = L - w > t0 ? L - w : t0, end = t0 + Tc;
+    if (first >= end) return SNP_OK;
+    const size_t width = (size_t)m->n_heads_local * (size_t)m->cfg.head_dim;
+    return m->be->ops->to_host_f32(m->be->ctx, q_host + (size_t)(first - (L - w)) * width,
+                                   act_row(m, f->q, (size_t)(first - t0), width),
+                                   (size_t)(end - first) * width);
+}
+
+snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
+                                  const snapkv_params *p, int32_t *selected, float *logits) {
+    model *m = f->m;
+    const model_config *c = &m->cfg;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    TRY(snapkv_params_validate(p));
+    TRY(snapkv_check_prompt(p, L));
+    const int kept = snapkv_rows_kept(p, L);
+    if (kv->n_keys != 0 || kv->capacity < kept)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "forward: SnapKV prefill needs an empty cache of at least %d rows (has %d "
+                        "of %d used)",
+                        kept, kv->n_keys, kv->capacity);
+    const int Hl = m->n_heads_local, Hkvl = m->n_kv_heads_local, D = c->head_dim;
+    snp_status st = SNP_OK;
+    void *full_k = NULL, *full_v = NULL;
+    snapkv_workspace *ws = NULL;
+    float *q_host = malloc(sizeof(float) * (size_t)p->window * (size_t)Hl * (size_t)D);
+    if (!q_host) return snp_fail(SNP_ERR_MEMORY, "forward: out of memory");
+    // One layer's full K/V, reused by every layer: the full KV of all layers never
+    // exists at once (DESIGN.md, "Long prefill").
+    const size_t full_elems = (size_t)Hkvl * (size_t)L * (size_t)D;
+    TRY_GOTO(st, alloc_act(m, full_elems, &full_k), done);
+    TRY_GOTO(st, alloc_act(m, full_elems, &full_v), done);
+    TRY_GOTO(st, snapkv_workspace_init(m->be, p, L, Hl, Hkvl, D, &ws), done);
+    TRY_GOTO(st, ensure_hidden(f, L), done);
+    TRY_GOTO(st, ops->embed(ctx, f->x, m->tok_embd, ids, L), done);
+
+    const int n_chunks = (L + f->chunk - 1) / f->chunk;
+    for (int l = 0; l < c->n_layers; l++) {
+        for (int ci = 0; ci < n_chunks; ci++) {
+            const int t0 = ci * f->chunk;
+            const int Tc = L - t0 < f->chunk ? L - t0 : f->chunk;
+            for (int i = 0; i < Tc; i++) f->pos[i] = t0 + i;
+            void *x_c = act_row(m, f->x, (size_t)t0, (size_t)c->n_embd);
+            TRY_GOTO(st, qkv_project(f, l, x_c, Tc), done);
+            TRY_GOTO(st, capture_window(f, t0, Tc, L, p->window, q_host), done);
+            // The prefill itself attends over the full, uncompressed keys (step 10).
+            TRY_GOTO(st, store_and_attend(f, full_k, full_v, L, 0, Tc, t0), done);
+            TRY_GOTO(st, attention_out(f, l, x_c, Tc), done);
+            TRY_GOTO(st, mlp_block(f, l, x_c, Tc), done);
+            if (f->progress) f->progress(f->progress_user, l, c->n_layers, ci, n_chunks, L);
+        }
+        // Every chunk of the layer is done, so the window's votes see the whole prompt.
+        TRY_GOTO(st,
+                 ops->from_host_f32(ctx, snapkv_window_queries(ws), q_host,
+                                    (size_t)p->window * (size_t)Hl * (size_t)D),
+                 done);
+        TRY_GOTO(st,
+                 snapkv_compress_layer(ws, full_k, full_v, L, kv->k[l], kv->v[l], kv->capacity,
+                                       selected ? selected + (size_t)l * (size_t)Hkvl * (size_t)kept
+                                                : NULL),
+                 done);
+    }
+    kv->n_keys = kept;
+    TRY_GOTO(st, output_logits(f, L - 1, 1, logits), done);
+    TRY_GOTO(st, ops->sync(ctx), done);
+done:
+    ops->dealloc(ctx, full_k);
+    ops->dealloc(ctx, full_v);
+    snapkv_workspace_free(ws);
+    free(q_host);
+    return st;
+}
+
+snp_status forward_decode_batch(forward_ctx *f, kv_cache *const *kvs, const int32_t *ids,
+                                const int32_t *pos, int B, float *logits) {
+    model *m = f->m;
+    const model_config *c = &m->cfg;
+    if (B <= 0 || B > f->chunk)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: batch of %d sequences (chunk %d)", B, f->chunk);
+    for (int b = 0; b < B; b++)
+        if (kvs[b]->n_keys + 1 > kvs[b]->capacity)
+            return snp_fail(SNP_ERR_ARGUMENT, "forward: sequence %d's KV cache is full (%d rows)", b,
+                            kvs[b]->capacity);
+    TRY(ensure_hidden(f, B));
+    TRY(m->be->ops->embed(m->be->ctx, f->x, m->tok_embd, ids, B));
+    memcpy(f->pos, pos, sizeof(int32_t) * (size_t)B);
+    for (int l = 0; l < c->n_layers; l++) {
+        // Projections and MLP see the B tokens as one matrix; attention is per
+        // sequence, each over its own cache.
+        TRY(qkv_project(f, l, f->x, B));
+        for (int b = 0; b < B; b++)
+            TRY(store_and_attend(f, kvs[b]->k[l], kvs[b]->v[l], kvs[b]->capacity, b, 1,
+                                 kvs[b]->n_keys));
+        TRY(attention_out(f, l, f->x, B));
+        TRY(mlp_block(f, l, f->x, B));
+    }
+    for (int b = 0; b < B; b++) kvs[b]->n_keys++;
+    TRY(output_logits(f, 0, B, logits));
+    return m->be->ops->sync(m->be->ctx);
+}

@@ -1,0 +1,48 @@
+// forward: the transformer forward pass, written once against the backend op
+// table. Layer-major and chunked (DESIGN.md, "Long prefill"): for each layer, the
+// prompt's chunks run through attention and MLP before the next layer starts, so
+// only the hidden states [T, C] and one chunk's workspace are live across layers.
+#ifndef SNAPTP_FORWARD_H
+#define SNAPTP_FORWARD_H
+
+#include <stdint.h>
+
+#include "kv_cache.h"
+#include "model.h"
+#include "snapkv.h"
+#include "status.h"
+
+// Called after each (layer, chunk) of a forward call; may be NULL.
+typedef void (*forward_progress_fn)(void *user, int layer, int n_layers, int chunk, int n_chunks,
+                                    int n_tokens);
+
+typedef struct forward_ctx forward_ctx;
+
+// forward_init: workspace for calls of up to `chunk` tokens per step.
+snp_status forward_init(model *m, int chunk, forward_ctx **out);
+void forward_free(forward_ctx *f); // NULL is a no-op
+
+void forward_set_progress(forward_ctx *f, forward_progress_fn fn, void *user);
+
+// forward_run: runs tokens ids[0..T) at positions pos0.. through the model,
+// appending their K/V to `kv` (rows kv->n_keys..). Writes fp32 logits to the host
+// array `logits`: [T, V] when logits_all, else [1, V] for the last token.
+// Fails when the cache has no room or an id is out of the vocabulary.
+snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, int pos0,
+                       int logits_all, float *logits);
+
+// forward_prefill_snapkv: the layer-major prefill of a whole prompt of L tokens
+// (positions 0..L-1) with SnapKV: each layer's K/V go to a full-length buffer
+// reused by every layer, and after the layer's last chunk SnapKV keeps
+// snapkv_rows_kept(p, L) rows per KV head in `kv` (which must be empty). Writes
+// the last token's logits [V]; `selected` (host, may be NULL) receives the kept
+// positions [n_layers, Hkv, rows_kept].
+snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
+                                  const snapkv_params *p, int32_t *selected, float *logits);
+
+// forward_decode_batch: one decode step for B sequences at once, token ids[b] at
+// position pos[b] appended to kvs[b]; logits [B, V] on the host. B <= chunk.
+snp_status forward_decode_batch(forward_ctx *f, kv_cache *const *kvs, const int32_t *ids,
+                                const int32_t *pos, int B, float *logits);
+
+#endif

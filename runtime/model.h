@@ -1,0 +1,60 @@
+// model: a transformer's weights resident on a backend, for one tensor-parallel
+// shard, plus its config. Loading (model_load.c) maps names and shapes of GGUF and
+// safetensors checkpoints; the forward pass lives in forward.c.
+#ifndef SNAPTP_MODEL_H
+#define SNAPTP_MODEL_H
+
+#include <stdint.h>
+
+#include "../kernels/backend.h"
+#include "model_config.h"
+#include "status.h"
+
+typedef struct layer_weights {
+    bk_weight *attn_norm;       // [C]
+    bk_weight *wq, *wk, *wv;    // [Hl*D, C], [Hkvl*D, C], [Hkvl*D, C]  (column-parallel)
+    bk_weight *bq, *bk, *bv;    // biases or NULL
+    bk_weight *q_norm, *k_norm; // [D] or NULL (Qwen3)
+    bk_weight *wo;              // [C, Hl*D]  (row-parallel)
+    bk_weight *ffn_norm;        // [C]
+    bk_weight *w_gate, *w_up;   // [Fl, C]  (column-parallel)
+    bk_weight *w_down;          // [C, Fl]  (row-parallel)
+} layer_weights;
+
+// Which slice of the model this rank holds. tp_size == 1 is the whole model.
+typedef struct model_shard {
+    int tp_rank, tp_size;
+} model_shard;
+
+typedef struct model {
+    model_config cfg;
+    model_shard shard;
+    int n_heads_local;    // Hl: query heads on this rank
+    int n_kv_heads_local; // Hkvl: KV heads on this rank
+    int n_ff_local;       // Fl
+    backend *be;          // borrowed
+    bk_weight *tok_embd;  // [V, C]
+    bk_weight *output_norm;
+    bk_weight *output;    // [V, C]; == tok_embd when embeddings are tied
+    layer_weights *layers;
+    float *inv_freq;      // [D/2], host
+    uint64_t weight_bytes; // bytes of the checkpoint tensors this rank loaded
+    char *path;
+} model;
+
+// model_load: opens `path` (a .gguf file, or a directory / config.json of a
+// safetensors checkpoint), reads the config and loads this shard's weights into
+// `be`. Fails naming the file and tensor for a missing tensor, a wrong shape or
+// an unsupported dtype.
+snp_status model_load(const char *path, backend *be, const model_shard *shard, model **out);
+void model_free(model *m); // NULL is a no-op
+
+// model_plan_weights: the config and the bytes of this shard's tensors as the
+// checkpoint stores them, without loading anything (for the memory plan).
+snp_status model_plan_weights(const char *path, const model_shard *shard, model_config *cfg,
+                              uint64_t *out_bytes);
+
+// model_read_config: only the config of the checkpoint at `path` (no weights).
+snp_status model_read_config(const char *path, model_config *out);
+
+#endif

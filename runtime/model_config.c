@@ -1,0 +1,328 @@
+// model_config: GGUF metadata and HF config.json into one model_config; the list
+// of supported architectures lives here and nowhere else.
+#include "model_config.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const arch_names[] = {
+    [MODEL_ARCH_LLAMA] = "llama",
+    [MODEL_ARCH_MISTRAL] = "mistral",
+    [MODEL_ARCH_QWEN2] = "qwen2",
+    [MODEL_ARCH_QWEN3] = "qwen3",
+};
+_Static_assert(sizeof arch_names / sizeof arch_names[0] == MODEL_ARCH_COUNT, "one name per arch");
+
+const char *model_arch_name(model_arch a) {
+    return (unsigned)a < MODEL_ARCH_COUNT ? arch_names[a] : "?";
+}
+
+static snp_status arch_from_name(const char *name, size_t len, const char *source,
+                                 const char *field, model_arch *out) {
+    for (int a = 0; a < MODEL_ARCH_COUNT; a++) {
+        if (strlen(arch_names[a]) == len && memcmp(arch_names[a], name, len) == 0) {
+            *out = (model_arch)a;
+            return SNP_OK;
+        }
+    }
+    return snp_fail(SNP_ERR_UNSUPPORTED,
+                    "%s: unsupported architecture '%.*s' in %s (snaptp runs llama, mistral, "
+                    "qwen2, qwen3)",
+                    source, (int)len, name, field);
+}
+
+// ---- GGUF -------------------------------------------------------------------
+
+static snp_status gguf_int(const gguf_file *f, const char *arch, const char *suffix, int required,
+                           int fallback, int *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (gguf_find_key(f, key) < 0) {
+        if (required)
+            return snp_fail(SNP_ERR_FORMAT, "gguf: %s: metadata key '%s' is missing",
+                            gguf_path(f), key);
+        *out = fallback;
+        return SNP_OK;
+    }
+    int64_t v;
+    TRY(gguf_get_i64(f, key, &v));
+    if (v <= 0 || v > (1 << 30))
+        return snp_fail(SNP_ERR_FORMAT, "gguf: %s: metadata key '%s' = %lld is out of range",
+                        gguf_path(f), key, (long long)v);
+    *out = (int)v;
+    return SNP_OK;
+}
+
+static snp_status gguf_float(const gguf_file *f, const char *arch, const char *suffix,
+                             float fallback, float *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (gguf_find_key(f, key) < 0) {
+        *out = fallback;
+        return SNP_OK;
+    }
+    return gguf_get_f32(f, key, out);
+}
+
+snp_status model_config_from_gguf(const gguf_file *f, model_config *out) {
+    model_config c = {0};
+    gguf_str arch_str;
+    TRY(gguf_get_str(f, "general.architecture", &arch_str));
+    TRY(arch_from_name(arch_str.ptr, arch_str.len, gguf_path(f), "general.architecture",
+                       &c.arch));
+    char arch[32];
+    snprintf(arch, sizeof arch, "%.*s", (int)arch_str.len, arch_str.ptr);
+
+    TRY(gguf_int(f, arch, "block_count", 1, 0, &c.n_layers));
+    TRY(gguf_int(f, arch, "embedding_length", 1, 0, &c.n_embd));
+    TRY(gguf_int(f, arch, "feed_forward_length", 1, 0, &c.n_ff));
+    TRY(gguf_int(f, arch, "attention.head_count", 1, 0, &c.n_heads));
+    TRY(gguf_int(f, arch, "attention.head_count_kv", 0, c.n_heads, &c.n_kv_heads));
+    TRY(gguf_int(f, arch, "context_length", 1, 0, &c.n_ctx));
+    int key_length = 0;
+    TRY(gguf_int(f, arch, "attention.key_length", 0, c.n_embd / c.n_heads, &key_length));
+    c.head_dim = key_length;
+    int rope_dims = 0;
+    TRY(gguf_int(f, arch, "rope.dimension_count", 0, c.head_dim, &rope_dims));
+    if (rope_dims != c.head_dim)
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "gguf: %s: %s.rope.dimension_count = %d differs from the head size %d "
+                        "(partial rotary embeddings are not supported)",
+                        gguf_path(f), arch, rope_dims, c.head_dim);
+    TRY(gguf_float(f, arch, "rope.freq_base", 10000.0f, &c.rope_theta));
+    TRY(gguf_float(f, arch, "attention.layer_norm_rms_epsilon", 1e-5f, &c.rms_eps));
+
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (gguf_find_key(f, key) >= 0) {
+        gguf_str type;
+        TRY(gguf_get_str(f, key, &type));
+        if (!(type.len == 4 && memcmp(type.ptr, "none", 4) == 0))
+            return snp_fail(SNP_ERR_UNSUPPORTED, "gguf: %s: %s = '%.*s' is not supported",
+                            gguf_path(f), key, (int)type.len, type.ptr);
+    }
+    // llama.cpp stores llama3 scaling as per-frequency factors in the tensor
+    // rope_freqs.weight; the model loader applies them (model_load), not us.
+    c.rope_scaling = ROPE_SCALING_NONE;
+
+    // The llama converter permutes q/k rows so that rope rotates adjacent pairs;
+    // qwen converters keep HF's halves layout.
+    c.rope_mode = c.arch == MODEL_ARCH_LLAMA || c.arch == MODEL_ARCH_MISTRAL ? ROPE_MODE_PAIRS
+                                                                             : ROPE_MODE_NEOX;
+    c.qkv_bias = c.arch == MODEL_ARCH_QWEN2;
+    c.qk_norm = c.arch == MODEL_ARCH_QWEN3;
+
+    const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (!embd)
+        return snp_fail(SNP_ERR_FORMAT, "gguf: %s: tensor 'token_embd.weight' is missing",
+                        gguf_path(f));
+    if (embd->n_dims != 2 || embd->ne[0] != (uint64_t)c.n_embd || embd->ne[1] > (1u << 30))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "gguf: %s: tensor 'token_embd.weight' has shape [%llu, %llu], expected "
+                        "[%d, n_vocab]",
+                        gguf_path(f), (unsigned long long)embd->ne[0],
+                        (unsigned long long)embd->ne[1], c.n_embd);
+    c.n_vocab = (int)embd->ne[1];
+    c.tied_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    TRY(model_config_validate(&c, gguf_path(f)));
+    *out = c;
+    return SNP_OK;
+}
+
+// ---- config.json ----------------------------------------------------------
+
+static snp_status json_int(const cJSON *root, const char *path, const char *field, int required,
+                           int fallback, int *out) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (!item || cJSON_IsNull(item)) {
+        if (required)
+            return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' is missing", path, field);
+        *out = fallback;
+        return SNP_OK;
+    }
+    if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
+        item->valuedouble <= 0 || item->valuedouble > (double)(1 << 30))
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' must be a positive integer",
+                        path, field);
+    *out = (int)item->valuedouble;
+    return SNP_OK;
+}
+
+static snp_status json_float(const cJSON *root, const char *path, const char *field,
+                             float fallback, float *out) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (!item || cJSON_IsNull(item)) {
+        *out = fallback;
+        return SNP_OK;
+    }
+    if (!cJSON_IsNumber(item))
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' must be a number", path, field);
+    *out = (float)item->valuedouble;
+    return SNP_OK;
+}
+
+static int json_bool(const cJSON *root, const char *field, int fallback) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, field);
+    if (cJSON_IsBool(item)) return cJSON_IsTrue(item);
+    return fallback;
+}
+
+static snp_status parse_rope_scaling(const cJSON *root, const char *path, model_config *c) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    c->rope_scaling = ROPE_SCALING_NONE;
+    if (!rs || cJSON_IsNull(rs)) return SNP_OK;
+    if (!cJSON_IsObject(rs))
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'rope_scaling' must be an object",
+                        path);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!type) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsString(type))
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'rope_scaling.rope_type' is missing",
+                        path);
+    if (strcmp(type->valuestring, "default") == 0) return SNP_OK;
+    if (strcmp(type->valuestring, "llama3") != 0)
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "config: %s: rope_scaling.rope_type '%s' is not supported (snaptp "
+                        "supports llama3)",
+                        path, type->valuestring);
+    c->rope_scaling = ROPE_SCALING_LLAMA3;
+    TRY(json_float(rs, path, "factor", 8.0f, &c->rope_factor));
+    TRY(json_float(rs, path, "low_freq_factor", 1.0f, &c->rope_low_freq_factor));
+    TRY(json_float(rs, path, "high_freq_factor", 4.0f, &c->rope_high_freq_factor));
+    TRY(json_int(rs, path, "original_max_position_embeddings", 1, 0, &c->rope_original_ctx));
+    if (!(c->rope_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: rope_scaling factor %g, low_freq_factor %g, "
+                        "high_freq_factor %g are inconsistent",
+                        path, c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor);
+    return SNP_OK;
+}
+
+static snp_status read_text_file(const char *path, char **out) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return snp_fail(SNP_ERR_IO, "config: cannot open %s", path);
+    snp_status st = SNP_OK;
+    char *buf = NULL;
+    if (fseek(fp, 0, SEEK_END) != 0) {
+        st = snp_fail(SNP_ERR_IO, "config: cannot seek %s", path);
+        goto done;
+    }
+    long size = ftell(fp);
+    if (size < 0 || size > (64l << 20)) {
+        st = snp_fail(SNP_ERR_FORMAT, "config: %s: size %ld is not that of a config", path, size);
+        goto done;
+    }
+    rewind(fp);
+    buf = malloc((size_t)size + 1);
+    if (!buf) {
+        st = snp_fail(SNP_ERR_MEMORY, "config: %s: out of memory", path);
+        goto done;
+    }
+    if (fread(buf, 1, (size_t)size, fp) != (size_t)size) {
+        st = snp_fail(SNP_ERR_IO, "config: cannot read %s", path);
+        goto done;
+    }
+    buf[size] = '\0';
+    *out = buf;
+    buf = NULL;
+done:
+    free(buf);
+    fclose(fp);
+    return st;
+}
+
+static snp_status config_from_cjson(const cJSON *root, const char *path, model_config *out) {
+    model_config c = {0};
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (!cJSON_IsString(type))
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'model_type' is missing", path);
+    TRY(arch_from_name(type->valuestring, strlen(type->valuestring), path, "model_type", &c.arch));
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0)
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "config: %s: hidden_act '%s' is not supported (snaptp implements silu)",
+                        path, act->valuestring);
+
+    TRY(json_int(root, path, "num_hidden_layers", 1, 0, &c.n_layers));
+    TRY(json_int(root, path, "hidden_size", 1, 0, &c.n_embd));
+    TRY(json_int(root, path, "intermediate_size", 1, 0, &c.n_ff));
+    TRY(json_int(root, path, "num_attention_heads", 1, 0, &c.n_heads));
+    TRY(json_int(root, path, "num_key_value_heads", 0, c.n_heads, &c.n_kv_heads));
+    TRY(json_int(root, path, "head_dim", 0, c.n_embd / c.n_heads, &c.head_dim));
+    TRY(json_int(root, path, "vocab_size", 1, 0, &c.n_vocab));
+    TRY(json_int(root, path, "max_position_embeddings", 1, 0, &c.n_ctx));
+    TRY(json_float(root, path, "rms_norm_eps", 1e-6f, &c.rms_eps));
+    TRY(json_float(root, path, "rope_theta", 10000.0f, &c.rope_theta));
+    TRY(parse_rope_scaling(root, path, &c));
+    c.rope_mode = ROPE_MODE_NEOX; // HF checkpoints keep rotate_half's layout
+    c.tied_embeddings = json_bool(root, "tie_word_embeddings", 0);
+    c.qkv_bias = c.arch == MODEL_ARCH_QWEN2 || json_bool(root, "attention_bias", 0);
+    c.qk_norm = c.arch == MODEL_ARCH_QWEN3;
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+    int use_sw = json_bool(root, "use_sliding_window", c.arch == MODEL_ARCH_MISTRAL);
+    if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble > 0) c.sliding_window = sw->valueint;
+    TRY(model_config_validate(&c, path));
+    *out = c;
+    return SNP_OK;
+}
+
+snp_status model_config_from_json(const char *path, model_config *out) {
+    char *text = NULL;
+    TRY(read_text_file(path, &text));
+    snp_status st = SNP_OK;
+    cJSON *root = cJSON_Parse(text);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        st = snp_fail(SNP_ERR_FORMAT, "config: %s: malformed JSON at byte %ld", path,
+                      at ? (long)(at - text) : -1l);
+        goto done;
+    }
+    TRY_GOTO(st, config_from_cjson(root, path, out), done);
+done:
+    cJSON_Delete(root);
+    free(text);
+    return st;
+}
+
+snp_status model_config_validate(const model_config *c, const char *source) {
+    if (c->n_heads % c->n_kv_heads != 0)
+        return snp_fail(SNP_ERR_FORMAT, "%s: %d query heads are not a multiple of %d KV heads",
+                        source, c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 != 0 || c->head_dim > 512)
+        return snp_fail(SNP_ERR_UNSUPPORTED, "%s: head size %d must be even and at most 512",
+                        source, c->head_dim);
+    if (!(c->rms_eps > 0) || !(c->rope_theta > 0))
+        return snp_fail(SNP_ERR_FORMAT, "%s: rms epsilon %g and rope theta %g must be positive",
+                        source, c->rms_eps, c->rope_theta);
+    return SNP_OK;
+}
+
+void model_config_inv_freq(const model_config *c, float *inv_freq) {
+    const int D = c->head_dim;
+    for (int i = 0; i < D / 2; i++) {
+        // fp32 throughout, as HF: 1 / base ** (arange(0, D, 2).float() / D)
+        float exponent = (float)(2 * i) / (float)D;
+        inv_freq[i] = 1.0f / powf(c->rope_theta, exponent);
+    }
+    if (c->rope_scaling != ROPE_SCALING_LLAMA3) return;
+    // transformers' _compute_llama3_parameters: long wavelengths are divided by
+    // `factor`, short ones kept, the band between blended linearly.
+    const float old_ctx = (float)c->rope_original_ctx;
+    const float low_wavelen = old_ctx / c->rope_low_freq_factor;
+    const float high_wavelen = old_ctx / c->rope_high_freq_factor;
+    for (int i = 0; i < D / 2; i++) {
+        float f = inv_freq[i];
+        float wavelen = 2.0f * (float)M_PI / f;
+        float scaled = wavelen > low_wavelen ? f / c->rope_factor : f;
+        int medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+        if (medium) {
+            float smooth = (old_ctx / wavelen - c->rope_low_freq_factor) /
+                           (c->rope_high_freq_factor - c->rope_low_freq_factor);
+            scaled = (1.0f - smooth) * scaled / c->rope_factor + smooth * scaled;
+        }
+        inv_freq[i] = scaled;
+    }
+}

@@ -1,0 +1,63 @@
+// model_config: the hyperparameters of a decoder-only transformer, read from GGUF
+// metadata or a Hugging Face config.json. It decides which architectures snaptp
+// runs and rejects the rest naming the field; it loads no weights.
+#ifndef SNAPTP_MODEL_CONFIG_H
+#define SNAPTP_MODEL_CONFIG_H
+
+#include "../kernels/backend.h"
+#include "gguf.h"
+#include "status.h"
+
+typedef enum model_arch {
+    MODEL_ARCH_LLAMA,   // Llama 2/3, SmolLM2
+    MODEL_ARCH_MISTRAL, // Llama layout; sliding window unsupported beyond the prompt
+    MODEL_ARCH_QWEN2,   // q/k/v bias
+    MODEL_ARCH_QWEN3,   // q/k RMSNorm per head, head_dim decoupled from hidden
+    MODEL_ARCH_COUNT
+} model_arch;
+
+typedef enum rope_scaling {
+    ROPE_SCALING_NONE,
+    ROPE_SCALING_LLAMA3,
+    ROPE_SCALING_COUNT
+} rope_scaling;
+
+typedef struct model_config {
+    model_arch arch;
+    int n_layers;
+    int n_embd;     // C
+    int n_heads;    // H
+    int n_kv_heads; // Hkv
+    int head_dim;   // D
+    int n_ff;       // MLP inner width
+    int n_vocab;    // V
+    int n_ctx;      // context the model was trained for
+    float rms_eps;
+    float rope_theta;
+    rope_mode rope_mode;
+    rope_scaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_ctx;
+    int tied_embeddings; // LM head reads the token embedding table
+    int qkv_bias;
+    int qk_norm;
+    int sliding_window; // 0 if none
+} model_config;
+
+const char *model_arch_name(model_arch a);
+
+// model_config_from_gguf: reads `<arch>.*` keys. Fails naming the key when one is
+// missing or out of range, and names general.architecture when it is unsupported.
+snp_status model_config_from_gguf(const gguf_file *f, model_config *out);
+
+// model_config_from_json: reads a Hugging Face config.json.
+snp_status model_config_from_json(const char *path, model_config *out);
+
+// model_config_validate: cross-field checks (H % Hkv, even D, positive sizes).
+snp_status model_config_validate(const model_config *c, const char *source);
+
+// model_config_inv_freq: RoPE inverse frequencies [D/2] as HF computes them in
+// fp32, with llama3 scaling applied when the config asks for it.
+void model_config_inv_freq(const model_config *c, float *inv_freq);
+
+#endif

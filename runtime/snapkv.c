@@ -1,0 +1,142 @@
+// snapkv: SnapKV parameters and per-layer compression, over the backend's ops.
+#include "snapkv.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct snapkv_workspace {
+    backend *be;
+    snapkv_params p;
+    int L, H, Hkv, D;
+    void *q_win;     // [w, H, D] activations
+    float *votes;    // [H, P] fp32
+    float *pooled;   // [Hkv, P] fp32
+    int32_t *idx;    // [Hkv, rows_kept] int32
+    int32_t *idx_host;
+};
+
+snapkv_params snapkv_params_default(void) {
+    return (snapkv_params){.window = 32, .budget = 2048, .kernel = 7, .pooling = SNAPKV_POOL_MAX};
+}
+
+snp_status snapkv_params_validate(const snapkv_params *p) {
+    if (p->window < 1)
+        return snp_fail(SNP_ERR_ARGUMENT, "snapkv: --window %d must be at least 1", p->window);
+    if (p->budget <= p->window)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "snapkv: --budget %d must be larger than --window %d (the budget counts "
+                        "the window)",
+                        p->budget, p->window);
+    if (p->kernel < 1 || p->kernel % 2 == 0)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "snapkv: --kernel %d must be odd and at least 1 (an even kernel would "
+                        "select a position past the prefix)",
+                        p->kernel);
+    if ((unsigned)p->pooling >= SNAPKV_POOL_COUNT)
+        return snp_fail(SNP_ERR_ARGUMENT, "snapkv: unknown pooling %d", (int)p->pooling);
+    return SNP_OK;
+}
+
+snp_status snapkv_check_prompt(const snapkv_params *p, int L) {
+    if (L <= p->window)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "snapkv: the prompt has %d tokens, not more than --window %d: the "
+                        "observation window must leave a prefix to select from",
+                        L, p->window);
+    return SNP_OK;
+}
+
+int snapkv_rows_kept(const snapkv_params *p, int L) { return L <= p->budget ? L : p->budget; }
+
+const char *snapkv_pooling_name(snapkv_pooling p) {
+    return p == SNAPKV_POOL_AVG ? "avg" : p == SNAPKV_POOL_MAX ? "max" : "?";
+}
+
+snp_status snapkv_pooling_parse(const char *s, snapkv_pooling *out) {
+    if (strcmp(s, "avg") == 0) *out = SNAPKV_POOL_AVG;
+    else if (strcmp(s, "max") == 0) *out = SNAPKV_POOL_MAX;
+    else return snp_fail(SNP_ERR_ARGUMENT, "snapkv: --pooling '%s' must be avg or max", s);
+    return SNP_OK;
+}
+
+snp_status snapkv_workspace_init(backend *be, const snapkv_params *p, int L, int H, int Hkv, int D,
+                                 snapkv_workspace **out) {
+    TRY(snapkv_params_validate(p));
+    TRY(snapkv_check_prompt(p, L));
+    snp_status st = SNP_OK;
+    snapkv_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return snp_fail(SNP_ERR_MEMORY, "snapkv: out of memory");
+    *ws = (snapkv_workspace){.be = be, .p = *p, .L = L, .H = H, .Hkv = Hkv, .D = D};
+    const size_t P = (size_t)(L - p->window), kept = (size_t)snapkv_rows_kept(p, L);
+    void *votes = NULL, *pooled = NULL, *idx = NULL;
+    TRY_GOTO(st, be->ops->alloc(be->ctx, (size_t)p->window * H * D * be->ops->act_bytes, &ws->q_win),
+             fail);
+    TRY_GOTO(st, be->ops->alloc(be->ctx, P * (size_t)H * sizeof(float), &votes), fail);
+    ws->votes = votes;
+    TRY_GOTO(st, be->ops->alloc(be->ctx, P * (size_t)Hkv * sizeof(float), &pooled), fail);
+    ws->pooled = pooled;
+    TRY_GOTO(st, be->ops->alloc(be->ctx, kept * (size_t)Hkv * sizeof(int32_t), &idx), fail);
+    ws->idx = idx;
+    ws->idx_host = malloc(kept * (size_t)Hkv * sizeof(int32_t));
+    if (!ws->idx_host) {
+        st = snp_fail(SNP_ERR_MEMORY, "snapkv: out of memory");
+        goto fail;
+    }
+    *out = ws;
+    return SNP_OK;
+fail:
+    snapkv_workspace_free(ws);
+    return st;
+}
+
+void snapkv_workspace_free(snapkv_workspace *ws) {
+    if (!ws) return;
+    const backend_ops *ops = ws->be->ops;
+    ops->dealloc(ws->be->ctx, ws->q_win);
+    ops->dealloc(ws->be->ctx, ws->votes);
+    ops->dealloc(ws->be->ctx, ws->pooled);
+    ops->dealloc(ws->be->ctx, ws->idx);
+    free(ws->idx_host);
+    free(ws);
+}
+
+void *snapkv_window_queries(snapkv_workspace *ws) { return ws->q_win; }
+
+snp_status snapkv_compress_layer(snapkv_workspace *ws, const void *full_k, const void *full_v,
+                                 int full_cap, void *cache_k, void *cache_v, int cache_cap,
+                                 int32_t *selected) {
+    const backend_ops *ops = ws->be->ops;
+    void *ctx = ws->be->ctx;
+    const int L = ws->L, kept = snapkv_rows_kept(&ws->p, L);
+    if (kept > cache_cap)
+        return snp_fail(SNP_ERR_ARGUMENT, "snapkv: %d kept rows exceed the cache capacity %d", kept,
+                        cache_cap);
+    if (L <= ws->p.budget) {
+        // SNAPKV.md step 1: a prompt within the budget keeps every position.
+        for (int g = 0; g < ws->Hkv; g++)
+            for (int i = 0; i < L; i++) ws->idx_host[(size_t)g * (size_t)L + (size_t)i] = i;
+        TRY(ops->upload(ctx, ws->idx, ws->idx_host, sizeof(int32_t) * (size_t)ws->Hkv * (size_t)L));
+    } else {
+        const snapkv_shape s = {
+            .H = ws->H,
+            .Hkv = ws->Hkv,
+            .D = ws->D,
+            .S_cap = full_cap,
+            .L = L,
+            .w = ws->p.window,
+            .budget = ws->p.budget,
+            .kernel = ws->p.kernel,
+            .pooling = ws->p.pooling,
+            .scale = 1.0f / sqrtf((float)ws->D),
+        };
+        TRY(ops->snapkv_votes(ctx, ws->votes, ws->q_win, full_k, &s));
+        TRY(ops->snapkv_pool(ctx, ws->pooled, ws->votes, &s));
+        TRY(ops->snapkv_select(ctx, ws->idx, ws->pooled, &s));
+    }
+    TRY(ops->kv_gather(ctx, cache_k, full_k, ws->idx, ws->Hkv, ws->D, kept, full_cap, cache_cap, 0));
+    TRY(ops->kv_gather(ctx, cache_v, full_v, ws->idx, ws->Hkv, ws->D, kept, full_cap, cache_cap, 0));
+    if (selected)
+        TRY(ops->download(ctx, selected, ws->idx, sizeof(int32_t) * (size_t)ws->Hkv * (size_t)kept));
+    return SNP_OK;
+}

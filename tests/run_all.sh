@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# run_all: the test command of the README and of CI. Installs and builds (setup.sh),
+# builds the loader tests again under AddressSanitizer, and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup.sh
+export SNAPTP_SMOLLM2_GGUF="$(bash tests/fetch_smollm2.sh)"
+
+echo "== tests (release build)"
+ctest --test-dir build --output-on-failure -j 2
+
+echo "== bad-input tests under AddressSanitizer (leaks checked)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSNAPTP_SANITIZE=ON -DSNAPTP_CUDA=OFF >/dev/null
+asan_tests=(test_gguf test_safetensors test_bad_input test_tokenizer_bad_input)
+built=()
+for t in "${asan_tests[@]}"; do
+  [ -f "tests/$t.c" ] && built+=("$t")
+done
+cmake --build build-asan -j 2 --target snaptp "${built[@]}"
+ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure \
+  -R "^($(IFS='|'; echo "${built[*]}"))\$"

@@ -38,6 +38,7 @@ snp_status comm_init(int *argc, char ***argv, comm **out);
 // NULL is a no-op.
 void comm_free(comm *c);
 
+// Where this rank sits. A NULL c (comm_init failed) reads as a job of one.
 int comm_rank(const comm *c);       // 0 .. size-1
 int comm_size(const comm *c);       // 1 without mpirun
 int comm_local_rank(const comm *c); // rank among the ranks on this host: picks the GPU

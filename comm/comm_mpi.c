@@ -22,7 +22,11 @@ typedef struct comm_mpi {
 
 // Largest count per MPI call: counts are int, and staying under 2 GiB per call
 // keeps clear of the large-message paths MPI implementations test least.
-enum { MPI_MAX_COUNT = 1 << 28 };
+// (-DCOMM_MPI_MAX_COUNT=1000 exercises the chunking with small buffers.)
+#ifndef COMM_MPI_MAX_COUNT
+#define COMM_MPI_MAX_COUNT (1 << 28)
+#endif
+enum { MPI_MAX_COUNT = COMM_MPI_MAX_COUNT };
 
 static snp_status mpi_fail(const comm_mpi *m, int rc, const char *call, const char *func,
                            const char *file, int line) {

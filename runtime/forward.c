@@ -215,7 +215,9 @@ snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, 
             TRY(store_and_attend(f, kv->k[l], kv->v[l], kv->capacity, 0, Tc, row_base + t0));
             TRY(attention_out(f, l, x_c, Tc));
             TRY(mlp_block(f, l, x_c, Tc));
-            if (f->progress) f->progress(f->progress_user, l, c->n_layers, ci, n_chunks, T);
+            // Decode steps (T == 1) are too short to be worth a progress line.
+            if (f->progress && T > 1)
+                f->progress(f->progress_user, l, c->n_layers, ci, n_chunks, T);
         }
     }
     kv->n_keys = row_base + T;

@@ -155,7 +155,17 @@ static snp_status read_array(reader *r, gguf_kv *kv) {
                         (unsigned long long)r->pos);
     kv->data = r->p + r->pos;
     if (t != GGUF_TYPE_STRING) {
-        r->pos += kv->n * min_elem; // cannot overflow or pass the end: checked above
+        uint64_t n_bytes = kv->n * min_elem; // cannot overflow or pass the end: checked above
+        r->pos += n_bytes;
+        // Strings before an array leave it at any byte offset; callers index numeric
+        // arrays as C arrays, so a misaligned one gets an aligned copy.
+        if ((uintptr_t)kv->data % min_elem != 0) {
+            if (!(kv->copy = malloc(n_bytes)))
+                return snp_fail(SNP_ERR_MEMORY, "gguf: %s: %s: out of memory for %llu bytes",
+                                r->path, r->ctx, (unsigned long long)n_bytes);
+            memcpy(kv->copy, kv->data, n_bytes);
+            kv->data = kv->copy;
+        }
         return SNP_OK;
     }
     kv->strs = malloc((kv->n ? kv->n : 1) * sizeof *kv->strs);
@@ -452,6 +462,7 @@ void gguf_close(gguf_file *f) {
         for (uint64_t i = 0; i < f->n_kv; i++) {
             free(f->kv[i].key);
             free(f->kv[i].strs);
+            free(f->kv[i].copy);
         }
     if (f->tensors)
         for (uint64_t i = 0; i < f->n_tensors; i++)

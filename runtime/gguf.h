@@ -80,9 +80,9 @@ snp_status gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
 
 // Arrays: element type and count, then element access. For string arrays use
 // gguf_get_arr_str (fails naming the key when i >= count); for numeric and bool
-// arrays gguf_get_arr_data gives a pointer to the packed little-endian elements
-// inside the mapping. That pointer need not be aligned to the element size: read
-// the elements with memcpy.
+// arrays gguf_get_arr_data gives a pointer to the packed little-endian elements,
+// aligned to the element size (inside the mapping, or a copy owned by f when the
+// file has them misaligned), valid until gguf_close.
 snp_status gguf_get_arr(const gguf_file *f, const char *key, gguf_value_type *out_type,
                         uint64_t *out_n);
 snp_status gguf_get_arr_str(const gguf_file *f, const char *key, uint64_t i, gguf_str *out);

@@ -15,7 +15,8 @@ typedef struct gguf_kv {
     gguf_value_type type;
     gguf_value_type arr_type; // arrays only
     uint64_t n;               // arrays: element count
-    const uint8_t *data;      // scalar value or first array element, inside the mapping
+    const uint8_t *data;      // scalar value or first array element (mapping or copy)
+    void *copy;               // numeric arrays misaligned in the file: an aligned copy
     gguf_str str;             // STRING values
     gguf_str *strs;           // arrays of strings: n entries, so element i is O(1)
 } gguf_kv;

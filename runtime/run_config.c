@@ -63,6 +63,17 @@ static snp_status apply_key(const char *path, const cJSON *item, run_config *cfg
     if (k->kind == KEY_STRING) {
         if (!cJSON_IsString(item))
             return snp_fail(SNP_ERR_FORMAT, "config: %s: '%s' must be a string", path, k->key);
+        // Presets are shared between users: "~/" names the running user's home.
+        const char *home = getenv("HOME");
+        if (strncmp(item->valuestring, "~/", 2) == 0 && home) {
+            size_t n = strlen(home) + strlen(item->valuestring);
+            char *expanded = malloc(n);
+            if (!expanded) return snp_fail(SNP_ERR_MEMORY, "config: out of memory");
+            snprintf(expanded, n, "%s%s", home, item->valuestring + 1);
+            char *set = cJSON_SetValuestring((cJSON *)item, expanded);
+            free(expanded);
+            if (!set) return snp_fail(SNP_ERR_MEMORY, "config: out of memory");
+        }
         *(const char **)field = item->valuestring;
         return SNP_OK;
     }

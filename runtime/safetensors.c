@@ -93,8 +93,8 @@ static snp_status push_tensor(st_model *m, st_tensor **out) {
     return SNP_OK;
 }
 
-// One header entry: dtype, shape and data_offsets, checked against the data section
-// [data, data + data_size) of the shard.
+// One header entry: dtype, shape and data_offsets, checked against the shard's data
+// section, which starts at file offset data_off and runs to the end of the file.
 static snp_status parse_entry(st_model *m, const st_shard *s, const cJSON *e, uint64_t data_off) {
     const char *path = s->path, *name = e->string;
     if (!cJSON_IsObject(e))

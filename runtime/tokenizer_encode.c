@@ -19,9 +19,11 @@ typedef struct enc_ctx {
 
 // ---- normalizer ---------------------------------------------------------------------
 
-// NFC, run only where it can change something: an ASCII byte is a starter that never
-// composes with what precedes it, so text splits at ASCII bytes into independent runs,
-// and a run whose code points are all below U+0300 (lead bytes < 0xCC) is already NFC.
+// NFC, run only where it can change something. An ASCII character never composes with
+// what precedes it, so the text splits into independent chunks just before each ASCII
+// byte; a chunk whose code points are all below U+0300 (lead bytes < 0xCC) is already
+// NFC. A non-ASCII run is normalized together with the ASCII character before it,
+// which may be its base ("e" + U+0301).
 static snp_status nfc_append(const char *s, size_t n, tok_buf *out) {
     size_t i = 0;
     while (i < n) {
@@ -34,11 +36,17 @@ static snp_status nfc_append(const char *s, size_t n, tok_buf *out) {
         } else if (!unstable) {
             TRY(tok_buf_append(out, s + i, j - i));
         } else {
+            size_t start = i;
+            if (i > 0 && (uint8_t)s[i - 1] < 0x80) { // take back the base character
+                start = i - 1;
+                out->n--;
+            }
             utf8proc_uint8_t *dst = NULL;
-            utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(j - i),
-                                              &dst, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            utf8proc_ssize_t m =
+                utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(j - start), &dst,
+                             UTF8PROC_STABLE | UTF8PROC_COMPOSE);
             if (m < 0)
-                return snp_fail(SNP_ERR_UTF8, "tokenizer: NFC failed at byte %zu: %s", i,
+                return snp_fail(SNP_ERR_UTF8, "tokenizer: NFC failed at byte %zu: %s", start,
                                 utf8proc_errmsg(m));
             snp_status st = tok_buf_append(out, dst, (size_t)m);
             free(dst);

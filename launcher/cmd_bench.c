@@ -124,11 +124,14 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     session s;
-    snp_status st = session_open(&so, &s);
-    if (st != SNP_OK) return session_report_error("bench", st);
+    snp_status st = session_init_comm(&argc, &argv, &s);
     forward_ctx *f = NULL;
+    if (st != SNP_OK) goto done;
+    if ((st = session_open(&so, &s)) != SNP_OK) goto done;
     if ((st = forward_init(s.m, chunk, &f)) != SNP_OK) goto done;
-    if (!json)
+    forward_set_comm(f, s.comm);
+    const int root = session_is_root(&s);
+    if (!json && root)
         printf("# model %s, backend %s, threads %d\n"
                "# %8s %8s %20s %20s\n",
                s.m->path, s.be->ops->name, so.n_threads, "prompt", "gen", "prefill tokens/s",
@@ -136,11 +139,13 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_lengths; i++) {
         bench_result r = {0};
         if ((st = bench_one(s.m, f, lengths[i], gen, repeat, &r)) != SNP_OK) goto done;
+        if (!root) continue;
         if (json) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "model", s.m->path);
             cJSON_AddStringToObject(o, "backend", s.be->ops->name);
             cJSON_AddNumberToObject(o, "threads", so.n_threads);
+            cJSON_AddNumberToObject(o, "tp", s.comm ? comm_size(s.comm) : 1);
             cJSON_AddNumberToObject(o, "prompt_tokens", r.prompt_tokens);
             cJSON_AddNumberToObject(o, "gen_tokens", r.gen_tokens);
             cJSON_AddNumberToObject(o, "repeat", r.repeat);
@@ -164,7 +169,7 @@ int cmd_bench(int argc, char **argv) {
     }
 done:
     forward_free(f);
+    int code = st != SNP_OK ? session_report_error(&s, "bench", st) : 0;
     session_close(&s);
-    if (st != SNP_OK) return session_report_error("bench", st);
-    return 0;
+    return code;
 }

@@ -10,6 +10,7 @@
 #include "args.h"
 #include "commands.h"
 #include "session.h"
+#include "stats_json.h"
 #include "text_file.h"
 
 typedef struct stream_state {
@@ -71,6 +72,7 @@ static void print_json(const session *s, const engine_stats *st, const char *tex
     cJSON_AddNumberToObject(o, "decode_tokens_per_s", st->decode_tokens_per_s);
     cJSON_AddNumberToObject(o, "kv_bytes", (double)st->kv_bytes);
     cJSON_AddNumberToObject(o, "weight_bytes", (double)s->m->weight_bytes);
+    json_add_comm_stats(o, s, st);
     cJSON_AddBoolToObject(o, "stopped_by_eos", st->stopped_by_eos);
     cJSON_AddStringToObject(o, "text", text ? text : "");
     char *js = cJSON_PrintUnformatted(o);
@@ -115,15 +117,16 @@ int cmd_generate(int argc, char **argv) {
     }
 
     session s;
-    snp_status st = SNP_OK;
+    snp_status st = session_init_comm(&argc, &argv, &s);
+    if (st != SNP_OK) return session_report_error(&s, "generate", st);
     char *file_text = NULL, *prompt_text = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     forward_ctx *f = NULL;
-    stream_state ss = {.print = !json};
+    stream_state ss = {.print = !json && session_is_root(&s)};
     int32_t *stop_ids = NULL;
     int n_stop = 0;
-    if ((st = session_open(&so, &s)) != SNP_OK) return session_report_error("generate", st);
+    TRY_GOTO(st, session_open(&so, &s), done);
     if (prompt_file) {
         TRY_GOTO(st, text_file_read(prompt_file, &file_text, NULL), done);
         prompt = file_text;
@@ -141,8 +144,10 @@ int cmd_generate(int argc, char **argv) {
     for (int32_t id = 0; id < s.m->cfg.n_vocab; id++)
         if (tokenizer_is_eog(s.tok, id)) stop_ids[n_stop++] = id;
     TRY_GOTO(st, forward_init(s.m, chunk, &f), done);
+    forward_set_comm(f, s.comm);
     tokenizer_stream_init(&ss.ts, s.tok);
     const engine_request req = {
+        .comm = s.comm,
         .prompt = ids,
         .n_prompt = (int)n_ids,
         .max_tokens = max_tokens,
@@ -158,7 +163,9 @@ int cmd_generate(int argc, char **argv) {
     size_t n_tail;
     TRY_GOTO(st, tokenizer_stream_flush(&ss.ts, &tail, &n_tail), done);
     append_text(&ss, tail, n_tail);
-    if (json) {
+    if (!session_is_root(&s)) {
+        // Only rank 0 reports.
+    } else if (json) {
         print_json(&s, &stats, ss.text, "full");
     } else {
         printf("\n");
@@ -178,7 +185,7 @@ done:
     free(ids);
     free(prompt_text);
     free(file_text);
+    int code = st != SNP_OK ? session_report_error(&s, "generate", st) : 0;
     session_close(&s);
-    if (st != SNP_OK) return session_report_error("generate", st);
-    return 0;
+    return code;
 }

@@ -1,61 +1,80 @@
-// cmd_inspect: `snaptp inspect`: a model's config and what it costs in memory for
-// a prompt length, without running it.
+// cmd_inspect: `snaptp inspect`: a model's config and the per-rank memory plan of
+// a request, computed from the checkpoint without loading any weight.
 #include <stdio.h>
+#include <string.h>
 
-#include "../runtime/kv_cache.h"
+#include "../runtime/memory_plan.h"
+#include "../runtime/model.h"
 #include "args.h"
 #include "commands.h"
 #include "session.h"
 
-static double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
-
-int cmd_inspect(int argc, char **argv) {
-    session_options so = {.backend_name = "cpu"};
-    int prompt_tokens = 4096, chunk = 512;
-    const arg_spec specs[] = {
-        {"--model", ARG_STRING, &so.model_path, "PATH", "GGUF file or safetensors directory", NULL},
-        {"--prompt-tokens", ARG_INT, &prompt_tokens, "N", "prompt length to plan for (4096)", NULL},
-        {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
-        {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
-    };
-    int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], "inspect",
-                        "usage: snaptp inspect --model PATH [--prompt-tokens N]");
-    if (rc) return rc == 1 ? 0 : rc;
-    session s;
-    snp_status st = session_open(&so, &s);
-    if (st != SNP_OK) return session_report_error("inspect", st);
-    const model_config *c = &s.m->cfg;
-    const model *m = s.m;
-    printf("model         %s\n", m->path);
+static void print_config(const char *path, const model_config *c) {
+    printf("model         %s\n", path);
     printf("architecture  %s\n", model_arch_name(c->arch));
     printf("layers        %d\n", c->n_layers);
     printf("hidden        %d (MLP %d)\n", c->n_embd, c->n_ff);
-    printf("heads         %d query, %d KV, head size %d\n", c->n_heads, c->n_kv_heads,
-           c->head_dim);
+    printf("heads         %d query, %d KV, head size %d\n", c->n_heads, c->n_kv_heads, c->head_dim);
     printf("vocabulary    %d%s\n", c->n_vocab, c->tied_embeddings ? " (tied LM head)" : "");
     printf("context       %d tokens\n", c->n_ctx);
     printf("rope          theta %g, %s%s\n", c->rope_theta,
            c->rope_mode == ROPE_MODE_PAIRS ? "adjacent pairs" : "halves (neox)",
            c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "");
-    printf("extras        %s%s\n", c->qkv_bias ? "q/k/v bias " : "",
-           c->qk_norm ? "q/k norm" : "");
-    const size_t act = s.be->ops->act_bytes;
-    const double kv_per_token = (double)kv_cache_bytes(s.be, c->n_layers, m->n_kv_heads_local,
-                                                      c->head_dim, 1);
-    const double hidden = (double)prompt_tokens * c->n_embd * act;
-    const double chunk_ws = (double)chunk * act *
-                            (2.0 * c->n_embd + 2.0 * m->n_heads_local * c->head_dim +
-                             2.0 * m->n_kv_heads_local * c->head_dim + 2.0 * m->n_ff_local +
-                             c->n_vocab);
-    printf("\n# memory plan for %d prompt tokens, full KV, backend %s (MiB)\n", prompt_tokens,
-           s.be->ops->name);
-    printf("weights       %10.1f\n", mib((double)m->weight_bytes));
-    printf("kv cache      %10.1f  (%.1f KiB per token)\n", mib(kv_per_token * prompt_tokens),
-           kv_per_token / 1024.0);
-    printf("hidden states %10.1f\n", mib(hidden));
-    printf("workspace     %10.1f  (chunk %d)\n", mib(chunk_ws), chunk);
-    printf("total         %10.1f\n",
-           mib((double)m->weight_bytes + kv_per_token * prompt_tokens + hidden + chunk_ws));
+    printf("extras        %s%s%s\n", c->qkv_bias ? "q/k/v bias " : "", c->qk_norm ? "q/k norm" : "",
+           !c->qkv_bias && !c->qk_norm ? "none" : "");
+}
+
+int cmd_inspect(int argc, char **argv) {
+    const char *model_path = NULL, *policy_name = "full", *pooling = "max", *backend_name = "cpu";
+    int prompt_tokens = 4096, max_tokens = 256, chunk = 512, tp = 0;
+    snapkv_params snap = snapkv_params_default();
+    const arg_spec specs[] = {
+        {"--model", ARG_STRING, &model_path, "PATH", "GGUF file or safetensors directory", NULL},
+        {"--prompt-tokens", ARG_INT, &prompt_tokens, "N", "prompt length to plan for (4096)", NULL},
+        {"--max-tokens", ARG_INT, &max_tokens, "N", "tokens to generate (256)", NULL},
+        {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
+        {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV policy (full)", NULL},
+        {"--window", ARG_INT, &snap.window, "N", "SnapKV window (32)", NULL},
+        {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows per KV head (2048)", NULL},
+        {"--kernel", ARG_INT, &snap.kernel, "N", "SnapKV pooling kernel (7)", NULL},
+        {"--pooling", ARG_STRING, &pooling, "avg|max", "SnapKV pooling (max)", NULL},
+        {"--tp", ARG_INT, &tp, "N", "plan for N ranks (default: the ranks of this run)", NULL},
+        {"--backend", ARG_STRING, &backend_name, "NAME", "cpu or cuda: sets the activation size", NULL},
+    };
+    int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], "inspect",
+                        "usage: snaptp inspect --model PATH [--prompt-tokens N] [--kv-policy snapkv]");
+    if (rc) return rc == 1 ? 0 : rc;
+    session s;
+    snp_status st = session_init_comm(&argc, &argv, &s);
+    kv_policy policy = KV_POLICY_FULL;
+    model_config cfg;
+    uint64_t weight_bytes = 0;
+    if (st != SNP_OK) goto done;
+    if (!model_path) {
+        st = snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
+        goto done;
+    }
+    TRY_GOTO(st, kv_policy_parse(policy_name, &policy), done);
+    TRY_GOTO(st, snapkv_pooling_parse(pooling, &snap.pooling), done);
+    if (policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&snap), done);
+    model_shard shard = session_shard(&s);
+    if (tp > 0) shard = (model_shard){0, tp};
+    TRY_GOTO(st, model_plan_weights(model_path, &shard, &cfg, &weight_bytes), done);
+    // Activations are fp32 on the CPU backend and bf16 on CUDA (DESIGN.md).
+    const size_t act_bytes = strcmp(backend_name, "cuda") == 0 ? 2 : 4;
+    memory_plan plan;
+    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, prompt_tokens, max_tokens,
+                        chunk, policy, &snap, &plan);
+    if (session_is_root(&s)) {
+        print_config(model_path, &cfg);
+        printf("\n");
+        memory_plan_print(stdout, &plan);
+        const uint64_t machine = memory_machine_bytes();
+        printf("# fits this machine's %.1f MiB: %s\n", machine / 1048576.0,
+               plan.total <= machine ? "yes" : "no");
+    }
+done:;
+    int code = st != SNP_OK ? session_report_error(&s, "inspect", st) : 0;
     session_close(&s);
-    return 0;
+    return code;
 }

@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "progress.h"
 #include "session.h"
+#include "stats_json.h"
 #include "text_file.h"
 
 typedef struct answer_stream {
@@ -90,6 +91,7 @@ static void print_stats_json(const session *s, const run_config *rc, const engin
     cJSON_AddNumberToObject(o, "planned_bytes", (double)plan->total);
     cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)memory_peak_rss_bytes());
     cJSON_AddBoolToObject(o, "stopped_by_eos", st->stopped_by_eos);
+    json_add_comm_stats(o, s, st);
     cJSON_AddStringToObject(o, "answer", answer ? answer : "");
     char *js = cJSON_PrintUnformatted(o);
     if (js) printf("%s\n", js);
@@ -111,10 +113,15 @@ int cmd_qa(int argc, char **argv) {
     run_config rc = run_config_defaults();
     const char *config = NULL, *document_path = NULL, *question = NULL, *system = NULL;
     int json = 0, quiet = 0;
-    snp_status st = SNP_OK;
+    session s;
+    snp_status st = session_init_comm(&argc, &argv, &s);
+    if (st != SNP_OK) return session_report_error(&s, "qa", st);
     const char *cfg_path = config_path_in_args(argc, argv);
-    if (cfg_path && (st = run_config_load(cfg_path, &rc)) != SNP_OK)
-        return session_report_error("qa", st);
+    if (cfg_path && (st = run_config_load(cfg_path, &rc)) != SNP_OK) {
+        int code = session_report_error(&s, "qa", st);
+        session_close(&s);
+        return code;
+    }
     const arg_spec specs[] = {
         {"--config", ARG_STRING, &config, "PATH", "runtime preset (configs/*.json); flags override it", NULL},
         {"--model", ARG_STRING, &rc.model, "PATH", "GGUF file or safetensors directory", NULL},
@@ -143,16 +150,16 @@ int cmd_qa(int argc, char **argv) {
                            "usage: snaptp qa --model PATH --document FILE --question TEXT [options]");
     if (rcode) {
         run_config_free(&rc);
+        session_close(&s);
         return rcode == 1 ? 0 : rcode;
     }
-    session s = {0};
     session_options so = {.model_path = rc.model, .tokenizer_path = rc.tokenizer,
                           .backend_name = rc.backend, .n_threads = rc.threads, .need_tokenizer = 1};
     char *document = NULL, *user = NULL, *prompt = NULL;
     int32_t *ids = NULL, *stop_ids = NULL;
     size_t n_ids = 0;
     forward_ctx *f = NULL;
-    answer_stream ans = {.print = !json};
+    answer_stream ans = {.print = !json && session_is_root(&s)};
     engine_request req = {.max_tokens = rc.max_tokens, .sampling = rc.sampling, .snapkv = rc.snapkv};
     memory_plan plan;
     if (!rc.model || !document_path || !question) {
@@ -180,8 +187,8 @@ int cmd_qa(int argc, char **argv) {
     // The plan, from the config and the checkpoint's tensor sizes: no weight loaded yet.
     model_config cfg;
     uint64_t weight_bytes = 0;
-    const model_shard whole = {0, 1};
-    TRY_GOTO(st, model_plan_weights(rc.model, &whole, &cfg, &weight_bytes), done);
+    const model_shard shard = session_shard(&s);
+    TRY_GOTO(st, model_plan_weights(rc.model, &shard, &cfg, &weight_bytes), done);
     if ((long)n_ids + rc.max_tokens > cfg.n_ctx) {
         st = snp_fail(SNP_ERR_ARGUMENT,
                       "qa: the prompt is %zu tokens; with --max-tokens %d it exceeds the model's "
@@ -195,7 +202,7 @@ int cmd_qa(int argc, char **argv) {
         TRY_GOTO(st, memory_parse_size(rc.mem_limit, &limit), done);
         limit_source = "--mem-limit";
     }
-    memory_plan_compute(&cfg, 1, weight_bytes, sizeof(float), (int)n_ids, rc.max_tokens, rc.chunk,
+    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, sizeof(float), (int)n_ids, rc.max_tokens, rc.chunk,
                         req.policy, &req.snapkv, &plan);
     TRY_GOTO(st, memory_plan_check(&plan, limit, limit_source), done);
 
@@ -211,8 +218,10 @@ int cmd_qa(int argc, char **argv) {
     req.prompt = ids;
     req.n_prompt = (int)n_ids;
     TRY_GOTO(st, forward_init(s.m, rc.chunk, &f), done);
+    forward_set_comm(f, s.comm);
+    req.comm = s.comm;
     progress prog;
-    progress_init(&prog, !quiet && !json);
+    progress_init(&prog, !quiet && !json && session_is_root(&s));
     forward_set_progress(f, progress_update, &prog);
     tokenizer_stream_init(&ans.ts, s.tok);
     engine_stats stats;
@@ -224,7 +233,9 @@ int cmd_qa(int argc, char **argv) {
     size_t n_tail;
     TRY_GOTO(st, tokenizer_stream_flush(&ans.ts, &tail, &n_tail), done);
     answer_append(&ans, tail, n_tail);
-    if (json) {
+    if (!session_is_root(&s)) {
+        // Only rank 0 reports.
+    } else if (json) {
         print_stats_json(&s, &rc, &stats, &plan, ans.text);
     } else {
         printf("\n");
@@ -246,8 +257,8 @@ done:
     free(prompt);
     free(user);
     free(document);
+    int code = st != SNP_OK ? session_report_error(&s, "qa", st) : 0;
     session_close(&s);
     run_config_free(&rc);
-    if (st != SNP_OK) return session_report_error("qa", st);
-    return 0;
+    return code;
 }

@@ -6,6 +6,17 @@
 
 #include "../runtime/engine.h"
 
+snp_status session_init_comm(int *argc, char ***argv, session *out) {
+    memset(out, 0, sizeof *out);
+    return comm_init(argc, argv, &out->comm);
+}
+
+int session_is_root(const session *s) { return !s->comm || comm_rank(s->comm) == 0; }
+
+model_shard session_shard(const session *s) {
+    return s->comm ? (model_shard){comm_rank(s->comm), comm_size(s->comm)} : (model_shard){0, 1};
+}
+
 snp_status session_open_tokenizer(const session_options *opt, session *out) {
     if (!opt->model_path) return snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
     const char *tp = opt->tokenizer_path ? opt->tokenizer_path : opt->model_path;
@@ -15,16 +26,18 @@ snp_status session_open_tokenizer(const session_options *opt, session *out) {
 snp_status session_open_model(const session_options *opt, session *out) {
     if (!opt->model_path) return snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
     double t0 = engine_now_s();
-    const backend_options bo = {.n_threads = opt->n_threads, .device = 0};
+    // One rank per GPU: the local rank picks the device (the backend wraps it
+    // around the devices it sees).
+    const backend_options bo = {.n_threads = opt->n_threads,
+                                .device = out->comm ? comm_local_rank(out->comm) : 0};
     TRY(backend_open(opt->backend_name ? opt->backend_name : "cpu", &bo, &out->be));
-    const model_shard whole = {0, 1};
-    TRY(model_load(opt->model_path, out->be, &whole, &out->m));
+    const model_shard shard = session_shard(out);
+    TRY(model_load(opt->model_path, out->be, &shard, &out->m));
     out->load_s = engine_now_s() - t0;
     return SNP_OK;
 }
 
 snp_status session_open(const session_options *opt, session *out) {
-    memset(out, 0, sizeof *out);
     snp_status st = SNP_OK;
     if (opt->need_tokenizer) TRY_GOTO(st, session_open_tokenizer(opt, out), fail);
     TRY_GOTO(st, session_open_model(opt, out), fail);
@@ -38,10 +51,12 @@ void session_close(session *s) {
     tokenizer_free(s->tok);
     model_free(s->m);
     backend_close(s->be);
+    comm_free(s->comm);
     memset(s, 0, sizeof *s);
 }
 
-int session_report_error(const char *command, snp_status st) {
+int session_report_error(session *s, const char *command, snp_status st) {
+    if (s->comm) return comm_fail(s->comm, st, command);
     fprintf(stderr, "snaptp %s: %s: %s\n", command, snp_status_name(st), snp_error());
     return 1;
 }

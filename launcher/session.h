@@ -3,6 +3,7 @@
 #ifndef SNAPTP_SESSION_H
 #define SNAPTP_SESSION_H
 
+#include "../comm/comm.h"
 #include "../kernels/backend.h"
 #include "../runtime/model.h"
 #include "../runtime/tokenizer.h"
@@ -16,11 +17,22 @@ typedef struct session_options {
 } session_options;
 
 typedef struct session {
+    comm *comm; // this run's ranks (size 1 without mpirun)
     backend *be;
     model *m;
     tokenizer *tok; // NULL unless asked for
     double load_s;
 } session;
+
+// session_init_comm: joins the MPI job (a job of one without mpirun). Call first;
+// session_close leaves it.
+snp_status session_init_comm(int *argc, char ***argv, session *out);
+
+// session_is_root: rank 0 prints results, progress and tables.
+int session_is_root(const session *s);
+
+// session_shard: this rank's tensor-parallel slice.
+model_shard session_shard(const session *s);
 
 // session_open: opens everything in options; on failure prints nothing and leaves
 // the message in snp_error().
@@ -33,7 +45,9 @@ snp_status session_open_tokenizer(const session_options *opt, session *out);
 snp_status session_open_model(const session_options *opt, session *out);
 void session_close(session *s);
 
-// session_report_error: "snaptp <command>: <message>" on stderr, for the launcher.
-int session_report_error(const char *command, snp_status st);
+// session_report_error: "[rank r/n host] snaptp <command>: <message>" on stderr;
+// on several ranks it ends them all (MPI_Abort), never leaving peers hung.
+// Returns the exit code for a single rank.
+int session_report_error(session *s, const char *command, snp_status st);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../comm/comm.h"
 #include "kv_cache.h"
 
 double engine_now_s(void) {
@@ -21,6 +22,17 @@ snp_status kv_policy_parse(const char *s, kv_policy *out) {
     if (strcmp(s, "full") == 0) *out = KV_POLICY_FULL;
     else if (strcmp(s, "snapkv") == 0) *out = KV_POLICY_SNAPKV;
     else return snp_fail(SNP_ERR_ARGUMENT, "--kv-policy '%s' must be full or snapkv", s);
+    return SNP_OK;
+}
+
+// next_token: rank 0 samples; under tensor parallelism the token is broadcast, so
+// every rank feeds the same token even if their logits differ in the last bit.
+static snp_status next_token(const engine_request *req, sampler *smp, float *logits,
+                             const int32_t *history, int n_history, int32_t *token) {
+    const int multi = req->comm && comm_size(req->comm) > 1;
+    if (!multi || comm_rank(req->comm) == 0)
+        TRY(sampler_sample(smp, logits, history, n_history, token));
+    if (multi) TRY(comm_broadcast(req->comm, token, sizeof *token, 0));
     return SNP_OK;
 }
 
@@ -69,6 +81,8 @@ snp_status engine_generate(forward_ctx *f, model *m, const engine_request *req,
     stats->kv_bytes_full =
         kv_cache_bytes(m->be, c->n_layers, m->n_kv_heads_local, c->head_dim, req->n_prompt + n_new);
 
+    comm_counters c0 = {0}, c1 = {0}, c2 = {0};
+    if (req->comm) comm_stats(req->comm, &c0);
     double t0 = engine_now_s();
     if (snap)
         TRY_GOTO(st,
@@ -76,10 +90,11 @@ snp_status engine_generate(forward_ctx *f, model *m, const engine_request *req,
                                         logits),
                  done);
     else TRY_GOTO(st, forward_run(f, kv, req->prompt, req->n_prompt, 0, 0, logits), done);
-    int32_t token;
-    TRY_GOTO(st, sampler_sample(smp, logits, history, n_history, &token), done);
+    int32_t token = 0;
+    TRY_GOTO(st, next_token(req, smp, logits, history, n_history, &token), done);
     double t1 = engine_now_s();
     stats->prefill_s = t1 - t0;
+    if (req->comm) comm_stats(req->comm, &c1);
 
     for (int i = 0; i < req->max_tokens; i++) {
         if (is_stop(req, token)) {
@@ -91,13 +106,21 @@ snp_status engine_generate(forward_ctx *f, model *m, const engine_request *req,
         if (on_token && on_token(user, token)) break;
         if (i + 1 == req->max_tokens) break;
         TRY_GOTO(st, forward_run(f, kv, &token, 1, n_history - 1, 0, logits), done);
-        TRY_GOTO(st, sampler_sample(smp, logits, history, n_history, &token), done);
+        stats->decode_steps++;
+        TRY_GOTO(st, next_token(req, smp, logits, history, n_history, &token), done);
     }
     stats->decode_s = engine_now_s() - t1;
+    if (req->comm) {
+        comm_stats(req->comm, &c2);
+        stats->prefill_allreduce_calls = c1.all_reduce_calls - c0.all_reduce_calls;
+        stats->prefill_allreduce_bytes = c1.all_reduce_bytes - c0.all_reduce_bytes;
+        stats->decode_allreduce_calls = c2.all_reduce_calls - c1.all_reduce_calls;
+        stats->decode_allreduce_bytes = c2.all_reduce_bytes - c1.all_reduce_bytes;
+    }
     stats->prefill_tokens_per_s = stats->prefill_s > 0 ? req->n_prompt / stats->prefill_s : 0;
-    // The first generated token comes out of the prefill; decode steps are the rest.
-    const int decode_steps = stats->generated_tokens > 1 ? stats->generated_tokens - 1 : 0;
-    stats->decode_tokens_per_s = stats->decode_s > 0 ? decode_steps / stats->decode_s : 0;
+    // The first generated token comes out of the prefill; each decode step (one
+    // forward of one token) yields the next.
+    stats->decode_tokens_per_s = stats->decode_s > 0 ? stats->decode_steps / stats->decode_s : 0;
 done:
     kv_cache_free(kv);
     sampler_free(smp);

@@ -30,6 +30,7 @@ typedef struct engine_request {
     sampler_params sampling;
     const int32_t *stop_ids;   // end-of-generation ids; the stop token is not emitted
     int n_stop_ids;
+    struct comm *comm;         // tensor-parallel run: rank 0 samples and broadcasts
 } engine_request;
 
 typedef struct engine_stats {
@@ -42,6 +43,11 @@ typedef struct engine_stats {
     size_t kv_bytes;           // KV cache allocated for the request on this rank
     size_t kv_bytes_full;      // what the full policy would allocate, for comparison
     int stopped_by_eos;
+    // Collectives of this rank (zero without a communicator): all-reduce calls and
+    // bytes in the prefill and in the decode steps, and the decode steps counted.
+    uint64_t prefill_allreduce_calls, prefill_allreduce_bytes;
+    uint64_t decode_allreduce_calls, decode_allreduce_bytes;
+    int decode_steps;
 } engine_stats;
 
 // Called once per generated token (stop tokens excluded). Return non-zero to stop.

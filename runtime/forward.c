@@ -1,11 +1,13 @@
 // forward: one transformer forward over a token range, layer-major and chunked.
-// The two points where tensor-parallel partial sums would be joined are marked
-// "all-reduce point"; with tp == 1 they are no-ops.
+// Under tensor parallelism the only cross-rank traffic is the two all-reduces per
+// layer (after the o and down projections); with tp == 1 they are no-ops.
 #include "forward.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../comm/comm.h"
 
 struct forward_ctx {
     model *m;
@@ -26,6 +28,9 @@ struct forward_ctx {
     int32_t *pos; // host [chunk]
     forward_progress_fn progress;
     void *progress_user;
+    comm *comm;       // NULL or size 1: no tensor parallelism
+    float *stage;     // host staging for all-reduce on device-memory backends
+    size_t stage_cap; // floats
 };
 
 static snp_status alloc_act(model *m, size_t n, void **out) {
@@ -69,7 +74,28 @@ void forward_free(forward_ctx *f) {
     void *bufs[] = {f->x, f->xn, f->q, f->k, f->v, f->att, f->proj, f->gate, f->up, f->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->dealloc(be->ctx, bufs[i]);
     free(f->pos);
+    free(f->stage);
     free(f);
+}
+
+void forward_set_comm(forward_ctx *f, comm *c) { f->comm = c; }
+
+// all_reduce: sums a row-parallel projection's partial outputs over the ranks, in
+// place. Host-memory backends hand their buffer to the communicator; others stage
+// it through host memory (an NCCL communicator would take device buffers).
+static snp_status all_reduce(forward_ctx *f, void *buf, size_t n) {
+    if (!f->comm || comm_size(f->comm) == 1) return SNP_OK;
+    const backend *be = f->m->be;
+    if (be->ops->host_memory) return comm_all_reduce_sum_f32(f->comm, buf, n);
+    if (n > f->stage_cap) {
+        float *s = realloc(f->stage, n * sizeof(float));
+        if (!s) return snp_fail(SNP_ERR_MEMORY, "forward: out of memory staging %zu floats", n);
+        f->stage = s;
+        f->stage_cap = n;
+    }
+    TRY(be->ops->to_host_f32(be->ctx, f->stage, buf, n));
+    TRY(comm_all_reduce_sum_f32(f->comm, f->stage, n));
+    return be->ops->from_host_f32(be->ctx, buf, f->stage, n);
 }
 
 void forward_set_progress(forward_ctx *f, forward_progress_fn fn, void *user) {
@@ -137,7 +163,8 @@ static snp_status attention_out(forward_ctx *f, int l, void *x_c, int Tc) {
     const backend_ops *ops = m->be->ops;
     void *ctx = m->be->ctx;
     TRY(ops->matmul(ctx, f->proj, f->att, m->layers[l].wo, NULL, Tc));
-    // all-reduce point 1: f->proj holds this rank's partial sum of the o projection.
+    // All-reduce 1 of 2 per layer: each rank holds a partial sum of the o projection.
+    TRY(all_reduce(f, f->proj, (size_t)Tc * (size_t)m->cfg.n_embd));
     TRY(ops->add(ctx, x_c, f->proj, (size_t)Tc * (size_t)m->cfg.n_embd));
     return SNP_OK;
 }
@@ -154,7 +181,8 @@ static snp_status mlp_block(forward_ctx *f, int l, void *x_c, int Tc) {
     TRY(ops->matmul(ctx, f->up, f->xn, lw->w_up, NULL, Tc));
     TRY(ops->swiglu(ctx, f->gate, f->gate, f->up, (size_t)Tc * (size_t)m->n_ff_local));
     TRY(ops->matmul(ctx, f->proj, f->gate, lw->w_down, NULL, Tc));
-    // all-reduce point 2: the down projection's partial sum.
+    // All-reduce 2 of 2 per layer: the down projection's partial sums.
+    TRY(all_reduce(f, f->proj, (size_t)Tc * (size_t)c->n_embd));
     TRY(ops->add(ctx, x_c, f->proj, (size_t)Tc * (size_t)c->n_embd));
     return SNP_OK;
 }

@@ -24,6 +24,11 @@ void forward_free(forward_ctx *f); // NULL is a no-op
 
 void forward_set_progress(forward_ctx *f, forward_progress_fn fn, void *user);
 
+struct comm;
+// forward_set_comm: the communicator of a tensor-parallel run (NULL: tp = 1). The
+// model must have been loaded with the matching shard.
+void forward_set_comm(forward_ctx *f, struct comm *c);
+
 // forward_run: runs tokens ids[0..T) at positions pos0.. through the model,
 // appending their K/V to `kv` (rows kv->n_keys..). Writes fp32 logits to the host
 // array `logits`: [T, V] when logits_all, else [1, V] for the last token.

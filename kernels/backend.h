@@ -76,6 +76,7 @@ typedef struct backend_options {
 typedef struct backend_ops {
     const char *name;
     size_t act_bytes; // bytes of one activation element
+    int host_memory;  // 1: buffers are plain host memory (fp32), usable by MPI directly
 
     snp_status (*init)(const backend_options *opt, void **out_ctx);
     void (*free)(void *ctx);

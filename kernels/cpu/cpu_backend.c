@@ -158,6 +158,7 @@ static snp_status cpu_sync(void *ctx) {
 
 const backend_ops cpu_backend_ops = {
     .name = "cpu",
+    .host_memory = 1,
     .act_bytes = sizeof(float),
     .init = cpu_init,
     .free = cpu_free,

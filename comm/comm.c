@@ -71,6 +71,23 @@ fail:
     return st;
 }
 
+snp_status comm_split(comm *c, int color, comm **out) {
+    if (!c || !out || color < 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "comm: split: invalid arguments (color %d)", color);
+    *out = NULL;
+    comm *g = calloc(1, sizeof *g);
+    if (!g) return snp_fail(SNP_ERR_MEMORY, "comm: rank %d: out of memory for a split", c->topo.rank);
+    g->ops = c->ops;
+    g->topo = c->topo; // host and local rank stay those of the process
+    snp_status st = c->ops->split(c->ctx, color, &g->topo, &g->ctx);
+    if (st != SNP_OK) {
+        free(g);
+        return st;
+    }
+    *out = g;
+    return SNP_OK;
+}
+
 void comm_free(comm *c) {
     if (!c) return;
     if (c->ops && c->ctx) c->ops->free(c->ctx);

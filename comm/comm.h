@@ -46,6 +46,12 @@ int comm_local_size(const comm *c); // ranks on this host
 const char *comm_host(const comm *c);
 const char *comm_backend_name(const comm *c); // "mpi"
 
+// comm_split: collective over every rank of c: *out holds the ranks that passed
+// the same color (>= 0), ordered as in c. Used for the ranks that replicate one KV
+// head when tp > KV heads. Free it with comm_free before c; it has its own
+// counters and no fault injection.
+snp_status comm_split(comm *c, int color, comm **out);
+
 // comm_all_reduce_sum_f32: buf[i] = sum over ranks of buf[i], in place, i < n.
 // buf is host memory; n counts elements (floats), not bytes, and must be the same
 // on every rank. Every rank must call it, in the same order as the other

@@ -29,6 +29,10 @@ typedef struct comm_ops {
     snp_status (*init)(int *argc, char ***argv, const comm_backend_options *opt,
                        comm_topology *topo, void **out_ctx);
     void (*free)(void *ctx); // leaves the job; NULL is a no-op
+    // Collective over every rank: a communicator of the ranks that passed the same
+    // color, ordered by rank; topo->rank/size are filled in for the group. The new
+    // context never finalizes the library.
+    snp_status (*split)(void *ctx, int color, comm_topology *topo, void **out_ctx);
     snp_status (*all_reduce_sum_f32)(void *ctx, float *buf, size_t n);
     snp_status (*broadcast)(void *ctx, void *buf, size_t n_bytes, int root);
     snp_status (*barrier)(void *ctx);

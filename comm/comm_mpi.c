@@ -143,6 +143,27 @@ static snp_status mpi_init(int *argc, char ***argv, const comm_backend_options *
     return SNP_OK;
 }
 
+static snp_status mpi_split(void *ctx, int color, comm_topology *topo, void **out_ctx) {
+    comm_mpi *parent = ctx;
+    *out_ctx = NULL;
+    comm_mpi *m = calloc(1, sizeof *m);
+    if (!m) return snp_fail(SNP_ERR_MEMORY, "comm: out of memory for a sub-communicator");
+    *m = (comm_mpi){.world = MPI_COMM_NULL, .node = MPI_COMM_NULL, .rank = parent->rank,
+                    .size = parent->size, .host = topo->host, .timeout_s = parent->timeout_s};
+    int rc = MPI_Comm_split(parent->world, color, parent->rank, &m->world);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_rank(m->world, &topo->rank);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_size(m->world, &topo->size);
+    if (rc != MPI_SUCCESS) {
+        snp_status st = mpi_fail(parent, rc, "MPI_Comm_split", __func__, __FILE__, __LINE__);
+        mpi_free(m);
+        return st;
+    }
+    // Messages keep naming the rank in the whole job, which is what a user sees.
+    *out_ctx = m;
+    return SNP_OK;
+}
+
 static snp_status mpi_all_reduce_sum_f32(void *ctx, float *buf, size_t n) {
     comm_mpi *m = ctx;
     for (size_t off = 0; off < n; off += MPI_MAX_COUNT) {
@@ -202,6 +223,7 @@ const comm_ops comm_mpi_ops = {
     .name = "mpi",
     .init = mpi_init,
     .free = mpi_free,
+    .split = mpi_split,
     .all_reduce_sum_f32 = mpi_all_reduce_sum_f32,
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,

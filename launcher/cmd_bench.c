@@ -129,7 +129,7 @@ int cmd_bench(int argc, char **argv) {
     if (st != SNP_OK) goto done;
     if ((st = session_open(&so, &s)) != SNP_OK) goto done;
     if ((st = forward_init(s.m, chunk, &f)) != SNP_OK) goto done;
-    forward_set_comm(f, s.comm);
+    if ((st = forward_set_comm(f, s.comm)) != SNP_OK) goto done;
     const int root = session_is_root(&s);
     if (!json && root)
         printf("# model %s, backend %s, threads %d\n"

@@ -144,7 +144,7 @@ int cmd_generate(int argc, char **argv) {
     for (int32_t id = 0; id < s.m->cfg.n_vocab; id++)
         if (tokenizer_is_eog(s.tok, id)) stop_ids[n_stop++] = id;
     TRY_GOTO(st, forward_init(s.m, chunk, &f), done);
-    forward_set_comm(f, s.comm);
+    TRY_GOTO(st, forward_set_comm(f, s.comm), done);
     tokenizer_stream_init(&ss.ts, s.tok);
     const engine_request req = {
         .comm = s.comm,

@@ -218,7 +218,7 @@ int cmd_qa(int argc, char **argv) {
     req.prompt = ids;
     req.n_prompt = (int)n_ids;
     TRY_GOTO(st, forward_init(s.m, rc.chunk, &f), done);
-    forward_set_comm(f, s.comm);
+    TRY_GOTO(st, forward_set_comm(f, s.comm), done);
     req.comm = s.comm;
     progress prog;
     progress_init(&prog, !quiet && !json && session_is_root(&s));

@@ -19,10 +19,11 @@ typedef struct tok_args {
 
 static void usage(FILE *to, const char *cmd) {
     if (strcmp(cmd, "detokenize") == 0) {
-        fprintf(to,
-                "usage: snaptp detokenize (--model PATH | --tokenizer PATH) [--json] [--input FILE]\n"
-                "  Reads token ids from stdin (whitespace/comma separated, or a JSON array) and\n"
-                "  writes the decoded text to stdout (with --json: as a JSON string).\n");
+        fprintf(
+            to,
+            "usage: snaptp detokenize (--model PATH | --tokenizer PATH) [--json] [--input FILE]\n"
+            "  Reads token ids from stdin (whitespace/comma separated, or a JSON array) and\n"
+            "  writes the decoded text to stdout (with --json: as a JSON string).\n");
         return;
     }
     fprintf(to,
@@ -168,7 +169,8 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (a.json) {
         fputc('[', stdout);
-        for (size_t i = 0; i < n_ids; i++) printf(i ? ", %d" : "%d", ids[i]);
+        for (size_t i = 0; i < n_ids; i++)
+            printf(i ? ", %d" : "%d", ids[i]);
         fputs("]\n", stdout);
     } else {
         for (size_t i = 0; i < n_ids; i++) {

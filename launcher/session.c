@@ -38,13 +38,11 @@ snp_status session_open_model(const session_options *opt, session *out) {
 }
 
 snp_status session_open(const session_options *opt, session *out) {
-    snp_status st = SNP_OK;
-    if (opt->need_tokenizer) TRY_GOTO(st, session_open_tokenizer(opt, out), fail);
-    TRY_GOTO(st, session_open_model(opt, out), fail);
+    // On failure what was opened stays in *out for session_close, and the
+    // communicator stays up so the error can still name the rank and end the job.
+    if (opt->need_tokenizer) TRY(session_open_tokenizer(opt, out));
+    TRY(session_open_model(opt, out));
     return SNP_OK;
-fail:
-    session_close(out);
-    return st;
 }
 
 void session_close(session *s) {

@@ -34,8 +34,8 @@ int session_is_root(const session *s);
 // session_shard: this rank's tensor-parallel slice.
 model_shard session_shard(const session *s);
 
-// session_open: opens everything in options; on failure prints nothing and leaves
-// the message in snp_error().
+// session_open: opens everything in options; on failure prints nothing, leaves
+// the message in snp_error() and what it opened in *out (session_close frees it).
 snp_status session_open(const session_options *opt, session *out);
 
 // session_open_tokenizer / session_open_model: the two halves of session_open, for

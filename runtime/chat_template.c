@@ -17,7 +17,9 @@ typedef struct chat_family {
                          tok_buf *out);
 } chat_family;
 
-static snp_status put(tok_buf *b, const char *s) { return tok_buf_append(b, s, strlen(s)); }
+static snp_status put(tok_buf *b, const char *s) {
+    return tok_buf_append(b, s, strlen(s));
+}
 
 // Whether `needle` occurs in the template, where a "\\n" in the needle also matches a raw
 // newline: templates write their Jinja string literals either way.
@@ -55,7 +57,8 @@ static uint32_t cp_at(const char *s, size_t i, size_t *len) {
         return u[0];
     }
     uint32_t cp = u[0] & (0xFF >> (n + 1));
-    for (int k = 1; k < n && u[k]; k++) cp = (cp << 6) | (u[k] & 0x3F);
+    for (int k = 1; k < n && u[k]; k++)
+        cp = (cp << 6) | (u[k] & 0x3F);
     *len = (size_t)n;
     return cp;
 }
@@ -86,7 +89,8 @@ static int chatml_vocab(const tokenizer *t) {
 }
 
 // The default system prompt of templates written as
-//   {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n...<|im_end|>\n' }}
+//   {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n...<|im_end|>\n'
+//   }}
 // with the Jinja string escapes undone; NULL-free: *out empty when there is none.
 static snp_status chatml_default_system(const char *tmpl, tok_buf *out) {
     if (!has(tmpl, "messages[0]['role'] != 'system'")) return SNP_OK;

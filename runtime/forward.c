@@ -29,6 +29,7 @@ struct forward_ctx {
     forward_progress_fn progress;
     void *progress_user;
     comm *comm;       // NULL or size 1: no tensor parallelism
+    comm *kv_group;   // ranks replicating this rank's KV head (tp > KV heads), or NULL
     float *stage;     // host staging for all-reduce on device-memory backends
     size_t stage_cap; // floats
 };
@@ -75,10 +76,23 @@ void forward_free(forward_ctx *f) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->dealloc(be->ctx, bufs[i]);
     free(f->pos);
     free(f->stage);
+    comm_free(f->kv_group);
     free(f);
 }
 
-void forward_set_comm(forward_ctx *f, comm *c) { f->comm = c; }
+snp_status forward_set_comm(forward_ctx *f, comm *c) {
+    f->comm = c;
+    comm_free(f->kv_group);
+    f->kv_group = NULL;
+    const model *m = f->m;
+    const int tp = m->shard.tp_size, Hkv = m->cfg.n_kv_heads;
+    if (!c || tp == 1 || Hkv >= tp) return SNP_OK;
+    if (comm_size(c) != tp)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: the model is sharded %d ways, the job has %d ranks",
+                        tp, comm_size(c));
+    // Ranks r with the same r / (tp / Hkv) hold the same KV head (model_load.c).
+    return comm_split(c, m->shard.tp_rank / (tp / Hkv), &f->kv_group);
+}
 
 // all_reduce: sums a row-parallel projection's partial outputs over the ranks, in
 // place. Host-memory backends hand their buffer to the communicator; others stage
@@ -292,6 +306,7 @@ snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *i
     TRY_GOTO(st, alloc_act(m, full_elems, &full_k), done);
     TRY_GOTO(st, alloc_act(m, full_elems, &full_v), done);
     TRY_GOTO(st, snapkv_workspace_init(m->be, p, L, Hl, Hkvl, D, &ws), done);
+    snapkv_workspace_set_replicas(ws, f->kv_group);
     TRY_GOTO(st, ensure_hidden(f, L), done);
     TRY_GOTO(st, ops->embed(ctx, f->x, m->tok_embd, ids, L), done);
 

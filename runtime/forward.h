@@ -26,8 +26,9 @@ void forward_set_progress(forward_ctx *f, forward_progress_fn fn, void *user);
 
 struct comm;
 // forward_set_comm: the communicator of a tensor-parallel run (NULL: tp = 1). The
-// model must have been loaded with the matching shard.
-void forward_set_comm(forward_ctx *f, struct comm *c);
+// model must have been loaded with the matching shard. Collective: when tp > KV
+// heads it splits off the ranks that replicate each KV head (for SnapKV's votes).
+snp_status forward_set_comm(forward_ctx *f, struct comm *c);
 
 // forward_run: runs tokens ids[0..T) at positions pos0.. through the model,
 // appending their K/V to `kv` (rows kv->n_keys..). Writes fp32 logits to the host

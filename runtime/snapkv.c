@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../comm/comm.h"
+
 struct snapkv_workspace {
     backend *be;
     snapkv_params p;
@@ -14,6 +16,8 @@ struct snapkv_workspace {
     float *pooled;   // [Hkv, P] fp32
     int32_t *idx;    // [Hkv, rows_kept] int32
     int32_t *idx_host;
+    struct comm *replicas; // ranks sharing this rank's KV head, or NULL
+    float *pooled_host;    // [Hkv, P], for joining replicas' votes
 };
 
 snapkv_params snapkv_params_default(void) {
@@ -98,7 +102,27 @@ void snapkv_workspace_free(snapkv_workspace *ws) {
     ops->dealloc(ws->be->ctx, ws->pooled);
     ops->dealloc(ws->be->ctx, ws->idx);
     free(ws->idx_host);
+    free(ws->pooled_host);
     free(ws);
+}
+
+void snapkv_workspace_set_replicas(snapkv_workspace *ws, struct comm *group) {
+    ws->replicas = group && comm_size(group) > 1 ? group : NULL;
+}
+
+// join_replicas: pooled = mean over the replicas of their pooled votes. Each holds
+// the mean over its own query heads of the KV head, and each holds as many, so
+// the mean of means is the mean over all of the head's query heads.
+static snp_status join_replicas(snapkv_workspace *ws) {
+    const backend_ops *ops = ws->be->ops;
+    const size_t n = (size_t)ws->Hkv * (size_t)(ws->L - ws->p.window);
+    if (!ws->pooled_host && !(ws->pooled_host = malloc(n * sizeof(float))))
+        return snp_fail(SNP_ERR_MEMORY, "snapkv: out of memory joining replica votes");
+    TRY(ops->download(ws->be->ctx, ws->pooled_host, ws->pooled, n * sizeof(float)));
+    TRY(comm_all_reduce_sum_f32(ws->replicas, ws->pooled_host, n));
+    const float inv = 1.0f / (float)comm_size(ws->replicas);
+    for (size_t i = 0; i < n; i++) ws->pooled_host[i] *= inv;
+    return ops->upload(ws->be->ctx, ws->pooled, ws->pooled_host, n * sizeof(float));
 }
 
 void *snapkv_window_queries(snapkv_workspace *ws) { return ws->q_win; }
@@ -132,6 +156,7 @@ snp_status snapkv_compress_layer(snapkv_workspace *ws, const void *full_k, const
         };
         TRY(ops->snapkv_votes(ctx, ws->votes, ws->q_win, full_k, &s));
         TRY(ops->snapkv_pool(ctx, ws->pooled, ws->votes, &s));
+        if (ws->replicas) TRY(join_replicas(ws));
         TRY(ops->snapkv_select(ctx, ws->idx, ws->pooled, &s));
     }
     TRY(ops->kv_gather(ctx, cache_k, full_k, ws->idx, ws->Hkv, ws->D, kept, full_cap, cache_cap, 0));

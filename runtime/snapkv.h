@@ -41,6 +41,13 @@ snp_status snapkv_workspace_init(backend *be, const snapkv_params *p, int L, int
                                  snapkv_workspace **out);
 void snapkv_workspace_free(snapkv_workspace *ws); // NULL is a no-op
 
+struct comm;
+// snapkv_workspace_set_replicas: when tp > KV heads, several ranks hold the same KV
+// head, each with part of its query heads. Their pooled votes are averaged over
+// `group` (the ranks replicating this rank's KV head) before selection, so every
+// replica keeps what tp = 1 keeps. NULL or a group of one: nothing to join.
+void snapkv_workspace_set_replicas(snapkv_workspace *ws, struct comm *group);
+
 // snapkv_window_queries: the backend buffer [w, H, D] the prefill fills with the
 // last w queries (after RoPE) before snapkv_compress_layer runs.
 void *snapkv_window_queries(snapkv_workspace *ws);

@@ -75,11 +75,11 @@ snp_status tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n_ids
 // is whole). The returned pointer is valid until the next call on the stream.
 typedef struct tokenizer_stream {
     const tokenizer *tok;
-    char *buf;          // output of the last call, owned by the stream
+    char *buf; // output of the last call, owned by the stream
     size_t cap;
     unsigned char pending[4]; // an incomplete UTF-8 sequence carried to the next id
     int n_pending;
-    int strip_left;     // leading spaces still to strip (SentencePiece decoders strip one)
+    int strip_left; // leading spaces still to strip (SentencePiece decoders strip one)
 } tokenizer_stream;
 
 void tokenizer_stream_init(tokenizer_stream *s, const tokenizer *t);

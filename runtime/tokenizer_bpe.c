@@ -16,7 +16,8 @@ enum { BPE_LINEAR_MAX = 48, BPE_CACHE_MAX_BYTES = 64, BPE_CACHE_MAX_WORDS = 1 <<
 static snp_status grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (*cap >= need) return SNP_OK;
     size_t cap2 = *cap ? *cap : 256;
-    while (cap2 < need) cap2 *= 2;
+    while (cap2 < need)
+        cap2 *= 2;
     void *q = realloc(*p, cap2 * elem);
     if (!q) return snp_fail(SNP_ERR_MEMORY, "tokenizer: out of memory (%zu symbols)", cap2);
     *p = q;
@@ -82,7 +83,8 @@ static snp_status initial_symbols(const tokenizer *t, tok_bpe_ctx *b, const char
                 all_bytes = t->byte_id[(uint8_t)s[i + k]] >= 0;
             if (all_bytes) {
                 // As HF: a pending <unk> is not flushed before the byte tokens.
-                for (size_t k = 0; k < len; k++) TRY(sym_push(b, t->byte_id[(uint8_t)s[i + k]]));
+                for (size_t k = 0; k < len; k++)
+                    TRY(sym_push(b, t->byte_id[(uint8_t)s[i + k]]));
             } else if (t->unk_id >= 0) {
                 if (unk_pending && !t->fuse_unk) TRY(sym_push(b, t->unk_id));
                 unk_pending = 1;
@@ -112,7 +114,8 @@ static void merge_linear(const tokenizer *t, tok_bpe_ctx *b) {
         b->prev[i] = i - 1;
         b->next[i] = i + 1 < n ? i + 1 : -1;
     }
-    for (int32_t i = 0; i < n; i++) pair_rank(t, b, i);
+    for (int32_t i = 0; i < n; i++)
+        pair_rank(t, b, i);
     for (;;) {
         uint32_t best = UINT32_MAX;
         int32_t bi = -1;
@@ -178,7 +181,8 @@ static snp_status merge_heap(const tokenizer *t, tok_bpe_ctx *b) {
     for (int32_t i = 0; i + 1 < n; i++) {
         uint32_t r;
         int32_t id;
-        if (tok_merges_get(&t->merges, b->id[i], b->id[i + 1], &r, &id)) TRY(heap_push(b, r, i, id));
+        if (tok_merges_get(&t->merges, b->id[i], b->id[i + 1], &r, &id))
+            TRY(heap_push(b, r, i, id));
     }
     while (b->heap_n) {
         tok_bpe_heap_item top = heap_pop(b);
@@ -193,7 +197,8 @@ static snp_status merge_heap(const tokenizer *t, tok_bpe_ctx *b) {
         b->next[i] = b->next[j];
         if (b->next[j] >= 0) b->prev[b->next[j]] = i;
         int32_t p = b->prev[i];
-        if (p >= 0 && tok_merges_get(&t->merges, b->id[p], id, &r, &id)) TRY(heap_push(b, r, p, id));
+        if (p >= 0 && tok_merges_get(&t->merges, b->id[p], id, &r, &id))
+            TRY(heap_push(b, r, p, id));
         int32_t q = b->next[i];
         if (q >= 0 && tok_merges_get(&t->merges, b->id[i], b->id[q], &r, &id))
             TRY(heap_push(b, r, i, id));
@@ -201,8 +206,7 @@ static snp_status merge_heap(const tokenizer *t, tok_bpe_ctx *b) {
     return SNP_OK;
 }
 
-snp_status tok_bpe_word(const tokenizer *t, tok_bpe_ctx *b, const char *s, size_t n,
-                        tok_ids *out) {
+snp_status tok_bpe_word(const tokenizer *t, tok_bpe_ctx *b, const char *s, size_t n, tok_ids *out) {
     if (n == 0) return SNP_OK;
     if (t->ignore_merges) { // HF: a word that is itself a token skips the merges
         int32_t id = tok_map_get(&t->vocab, s, n);
@@ -213,7 +217,8 @@ snp_status tok_bpe_word(const tokenizer *t, tok_bpe_ctx *b, const char *s, size_
         int32_t off = tok_map_get(&b->cache, s, n);
         if (off >= 0) {
             int32_t cnt = b->cache_ids.v[off];
-            for (int32_t k = 1; k <= cnt; k++) TRY(tok_ids_push(out, b->cache_ids.v[off + k]));
+            for (int32_t k = 1; k <= cnt; k++)
+                TRY(tok_ids_push(out, b->cache_ids.v[off + k]));
             return SNP_OK;
         }
     }
@@ -224,12 +229,14 @@ snp_status tok_bpe_word(const tokenizer *t, tok_bpe_ctx *b, const char *s, size_
     else
         TRY(merge_heap(t, b));
     size_t first = out->n;
-    for (int32_t i = 0; i >= 0; i = b->next[i]) TRY(tok_ids_push(out, b->id[i]));
+    for (int32_t i = 0; i >= 0; i = b->next[i])
+        TRY(tok_ids_push(out, b->id[i]));
     if (cacheable && b->cache.n < BPE_CACHE_MAX_WORDS) {
         if (!b->cache.slots) TRY(tok_map_init(&b->cache, 4096));
         int32_t off = (int32_t)b->cache_ids.n;
         TRY(tok_ids_push(&b->cache_ids, (int32_t)(out->n - first)));
-        for (size_t k = first; k < out->n; k++) TRY(tok_ids_push(&b->cache_ids, out->v[k]));
+        for (size_t k = first; k < out->n; k++)
+            TRY(tok_ids_push(&b->cache_ids, out->v[k]));
         TRY(tok_map_put(&b->cache, s, n, off));
     }
     return SNP_OK;

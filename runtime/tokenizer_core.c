@@ -24,7 +24,8 @@ snp_status tok_alloc(tokenizer **out) {
     tokenizer *t = calloc(1, sizeof *t);
     if (!t) return snp_fail(SNP_ERR_MEMORY, "tokenizer: out of memory");
     t->unk_id = t->bos_id = t->eos_id = -1;
-    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    for (int b = 0; b < 256; b++)
+        t->byte_id[b] = -1;
     *out = t;
     return SNP_OK;
 }
@@ -45,7 +46,8 @@ void tokenizer_free(tokenizer *t) {
         free(t->norm[i].from);
         free(t->norm[i].to);
     }
-    for (int i = 0; i < t->n_splits; i++) pcre2_code_free(t->splits[i].re);
+    for (int i = 0; i < t->n_splits; i++)
+        pcre2_code_free(t->splits[i].re);
     free(t->chat_template);
     free(t);
 }
@@ -114,7 +116,8 @@ static snp_status trie_insert(tok_trie *tr, const char *s, size_t n, int32_t add
     for (size_t i = 0; i < n; i++) {
         uint8_t c = (uint8_t)s[i];
         int32_t ch = tr->nodes[node].child;
-        while (ch >= 0 && tr->nodes[ch].byte != c) ch = tr->nodes[ch].sibling;
+        while (ch >= 0 && tr->nodes[ch].byte != c)
+            ch = tr->nodes[ch].sibling;
         if (ch < 0) {
             if (tr->n == tr->cap) {
                 tok_trie_node *nn = realloc(tr->nodes, tr->cap * 2 * sizeof *nn);
@@ -135,9 +138,9 @@ static snp_status trie_insert(tok_trie *tr, const char *s, size_t n, int32_t add
 
 // Tokens that end a turn or a text in the families snaptp knows; marked as
 // end-of-generation when the vocabulary has them as added/special tokens.
-static const char *const eog_names[] = {"<|eot_id|>",   "<|eom_id|>",    "<|im_end|>",
-                                        "<|endoftext|>", "<|end_of_text|>", "<end_of_turn>",
-                                        "<|end|>",      "</s>",          "<EOT>"};
+static const char *const eog_names[] = {
+    "<|eot_id|>",    "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>",
+    "<end_of_turn>", "<|end|>",    "</s>",       "<EOT>"};
 
 snp_status tok_finish(tokenizer *t, const char *what) {
     snp_status st = SNP_OK;
@@ -191,12 +194,24 @@ snp_status tok_compile_split(tokenizer *t, const char *pattern, int removed, con
 }
 
 // ---- accessors ---------------------------------------------------------------------
-int32_t tokenizer_n_vocab(const tokenizer *t) { return t->n_vocab; }
-int32_t tokenizer_bos_id(const tokenizer *t) { return t->bos_id; }
-int32_t tokenizer_eos_id(const tokenizer *t) { return t->eos_id; }
-int tokenizer_add_bos_default(const tokenizer *t) { return t->add_bos && t->bos_id >= 0; }
-const char *tokenizer_chat_template(const tokenizer *t) { return t->chat_template; }
-const char *tokenizer_describe(const tokenizer *t) { return t->desc; }
+int32_t tokenizer_n_vocab(const tokenizer *t) {
+    return t->n_vocab;
+}
+int32_t tokenizer_bos_id(const tokenizer *t) {
+    return t->bos_id;
+}
+int32_t tokenizer_eos_id(const tokenizer *t) {
+    return t->eos_id;
+}
+int tokenizer_add_bos_default(const tokenizer *t) {
+    return t->add_bos && t->bos_id >= 0;
+}
+const char *tokenizer_chat_template(const tokenizer *t) {
+    return t->chat_template;
+}
+const char *tokenizer_describe(const tokenizer *t) {
+    return t->desc;
+}
 
 const char *tokenizer_chat_template_source(const tokenizer *t) {
     return t->chat_template_source ? t->chat_template_source : "";
@@ -227,7 +242,8 @@ int32_t tokenizer_find(const tokenizer *t, const char *text) {
     if (t->model == TOK_MODEL_BYTE_BPE) { // vocabulary keys are raw bytes
         tok_buf raw = {0};
         int32_t id = -1;
-        if (tok_bytelevel_decode(text, n, &raw) == SNP_OK) id = tok_map_get(&t->vocab, raw.p, raw.n);
+        if (tok_bytelevel_decode(text, n, &raw) == SNP_OK)
+            id = tok_map_get(&t->vocab, raw.p, raw.n);
         free(raw.p);
         return id;
     }
@@ -326,7 +342,8 @@ static snp_status load_gguf_path(const char *path, tokenizer **out) {
 snp_status tokenizer_load(const char *path, tokenizer **out) {
     *out = NULL;
     struct stat sb;
-    if (stat(path, &sb) != 0) return snp_fail(SNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (stat(path, &sb) != 0)
+        return snp_fail(SNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) {
         static const char *const names[] = {"tokenizer.json", "tokenizer.json.gz"};
         char buf[4096];

@@ -71,9 +71,11 @@ snp_status tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n_ids
     tok_buf raw = {0}, out = {0};
     TRY_GOTO(st, tok_buf_reserve(&raw, 1), done);
     raw.p[0] = '\0';
-    for (size_t i = 0; i < n_ids; i++) TRY_GOTO(st, append_piece(t, ids[i], &raw), done);
+    for (size_t i = 0; i < n_ids; i++)
+        TRY_GOTO(st, append_piece(t, ids[i], &raw), done);
     size_t skip = 0;
-    while (skip < (size_t)t->dec_strip_space && skip < raw.n && raw.p[skip] == ' ') skip++;
+    while (skip < (size_t)t->dec_strip_space && skip < raw.n && raw.p[skip] == ' ')
+        skip++;
     size_t used = 0;
     TRY_GOTO(st, utf8_lossy((const unsigned char *)raw.p + skip, raw.n - skip, 1, &out, &used),
              done);

@@ -29,9 +29,11 @@ static snp_status nfc_append(const char *s, size_t n, tok_buf *out) {
     while (i < n) {
         size_t j = i;
         int unstable = 0;
-        while (j < n && (uint8_t)s[j] >= 0x80) unstable |= (uint8_t)s[j++] >= 0xCC;
+        while (j < n && (uint8_t)s[j] >= 0x80)
+            unstable |= (uint8_t)s[j++] >= 0xCC;
         if (j == i) { // ASCII run
-            while (j < n && (uint8_t)s[j] < 0x80) j++;
+            while (j < n && (uint8_t)s[j] < 0x80)
+                j++;
             TRY(tok_buf_append(out, s + i, j - i));
         } else if (!unstable) {
             TRY(tok_buf_append(out, s + i, j - i));
@@ -43,8 +45,8 @@ static snp_status nfc_append(const char *s, size_t n, tok_buf *out) {
             }
             utf8proc_uint8_t *dst = NULL;
             utf8proc_ssize_t m =
-                utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(j - start), &dst,
-                             UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+                utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(j - start),
+                             &dst, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
             if (m < 0)
                 return snp_fail(SNP_ERR_UTF8, "tokenizer: NFC failed at byte %zu: %s", start,
                                 utf8proc_errmsg(m));
@@ -159,12 +161,14 @@ static uint32_t decode_at(const char *s, size_t n, size_t i) {
     int len = tok_utf8_len(u[0]);
     if (len <= 1 || i + (size_t)len > n) return u[0];
     uint32_t cp = u[0] & (0xFF >> (len + 1));
-    for (int k = 1; k < len; k++) cp = (cp << 6) | (u[k] & 0x3F);
+    for (int k = 1; k < len; k++)
+        cp = (cp << 6) | (u[k] & 0x3F);
     return cp;
 }
 
 static size_t char_start_before(const char *s, size_t i) {
-    do i--;
+    do
+        i--;
     while (i > 0 && ((uint8_t)s[i] & 0xC0) == 0x80);
     return i;
 }
@@ -187,7 +191,8 @@ static int32_t trie_match(const tok_trie *tr, const char *s, size_t n, size_t i,
     int32_t best = -1, node = 0;
     for (size_t k = i; k < n; k++) {
         int32_t ch = tr->nodes[node].child;
-        while (ch >= 0 && tr->nodes[ch].byte != (uint8_t)s[k]) ch = tr->nodes[ch].sibling;
+        while (ch >= 0 && tr->nodes[ch].byte != (uint8_t)s[k])
+            ch = tr->nodes[ch].sibling;
         if (ch < 0) break;
         node = ch;
         if (tr->nodes[node].added >= 0) {
@@ -290,7 +295,8 @@ snp_status tokenizer_encode(const tokenizer *t, const char *text, size_t n_bytes
     out.v = NULL;
 done:
     free(out.v);
-    for (int k = 0; k < t->n_splits; k++) pcre2_match_data_free(c.md[k]);
+    for (int k = 0; k < t->n_splits; k++)
+        pcre2_match_data_free(c.md[k]);
     free(c.norm.p);
     free(c.prefix.p);
     tok_bpe_ctx_free(&c.bpe);

@@ -9,8 +9,14 @@
 #include <string.h>
 
 // llama.cpp's token types (tokenizer.ggml.token_type).
-enum { GGUF_TOK_NORMAL = 1, GGUF_TOK_UNKNOWN = 2, GGUF_TOK_CONTROL = 3, GGUF_TOK_USER = 4,
-       GGUF_TOK_UNUSED = 5, GGUF_TOK_BYTE = 6 };
+enum {
+    GGUF_TOK_NORMAL = 1,
+    GGUF_TOK_UNKNOWN = 2,
+    GGUF_TOK_CONTROL = 3,
+    GGUF_TOK_USER = 4,
+    GGUF_TOK_UNUSED = 5,
+    GGUF_TOK_BYTE = 6
+};
 
 typedef struct gguf_pre {
     const char *name;
@@ -21,7 +27,7 @@ typedef struct gguf_pre {
 // transformers' GGUF converter (the reference the parity tests use) builds plain GPT-2
 // ByteLevel; the two differ only on a whitespace run directly before a digit.
 static const gguf_pre gguf_pres[] = {
-    {"default", NULL},     {"gpt2", NULL},    {"gpt-2", NULL},   {"smollm", NULL},
+    {"default", NULL},       {"gpt2", NULL},       {"gpt-2", NULL},    {"smollm", NULL},
     {"llama-bpe", "llama3"}, {"llama3", "llama3"}, {"qwen2", "qwen2"},
 };
 
@@ -71,8 +77,8 @@ static snp_status load_gpt2_merges(tokenizer *t, const gguf_file *f) {
         TRY_GOTO(st, gguf_get_arr_str(f, key, i, &s), done);
         const char *sp = memchr(s.ptr, ' ', s.len);
         if (!sp || memchr(sp + 1, ' ', s.len - (size_t)(sp - s.ptr) - 1)) {
-            st = snp_fail(SNP_ERR_FORMAT, "%s: %s[%llu] '%.*s' is not two tokens", gguf_path(f), key,
-                          (unsigned long long)i, (int)(s.len > 80 ? 80 : s.len), s.ptr);
+            st = snp_fail(SNP_ERR_FORMAT, "%s: %s[%llu] '%.*s' is not two tokens", gguf_path(f),
+                          key, (unsigned long long)i, (int)(s.len > 80 ? 80 : s.len), s.ptr);
             goto done;
         }
         a.n = b.n = ab.n = 0;
@@ -112,8 +118,7 @@ static int by_score_desc(const void *x, const void *y) {
 // token with the highest score (leftmost among equal scores). The same order as a
 // rank table: every split of a token into two tokens is a merge, ranked by the dense
 // rank of the token's score, so equal scores tie and the position decides.
-static snp_status load_spm_merges(tokenizer *t, const float *scores,
-                                  const int32_t *types) {
+static snp_status load_spm_merges(tokenizer *t, const float *scores, const int32_t *types) {
     int32_t n = t->n_vocab;
     scored *order = malloc((size_t)n * sizeof *order);
     uint32_t *rank = malloc((size_t)n * sizeof *rank);
@@ -122,7 +127,8 @@ static snp_status load_spm_merges(tokenizer *t, const float *scores,
         st = snp_fail(SNP_ERR_MEMORY, "tokenizer: out of memory (%d scores)", n);
         goto done;
     }
-    for (int32_t i = 0; i < n; i++) order[i] = (scored){scores[i], i};
+    for (int32_t i = 0; i < n; i++)
+        order[i] = (scored){scores[i], i};
     qsort(order, (size_t)n, sizeof *order, by_score_desc);
     uint32_t r = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -140,7 +146,8 @@ static snp_status load_spm_merges(tokenizer *t, const float *scores,
             if (((uint8_t)s[cut] & 0xC0) == 0x80) continue; // not a character boundary
             int32_t l = tok_map_get(&t->vocab, s, cut);
             int32_t rr = tok_map_get(&t->vocab, s + cut, e->len - cut);
-            if (l >= 0 && rr >= 0) TRY_GOTO(st, tok_merges_put(&t->merges, l, rr, rank[id], id), done);
+            if (l >= 0 && rr >= 0)
+                TRY_GOTO(st, tok_merges_put(&t->merges, l, rr, rank[id], id), done);
         }
     }
 done:
@@ -159,7 +166,7 @@ static snp_status choose_pre(tokenizer *t, const gguf_file *f) {
     }
     for (size_t i = 0; i < sizeof gguf_pres / sizeof gguf_pres[0]; i++) {
         if (strcmp(gguf_pres[i].name, name) != 0) continue;
-        const char *re = !gguf_pres[i].regex                      ? tok_re_gpt2
+        const char *re = !gguf_pres[i].regex                         ? tok_re_gpt2
                          : strcmp(gguf_pres[i].regex, "llama3") == 0 ? tok_re_llama3
                                                                      : tok_re_qwen2;
         return tok_compile_split(t, re, 0, gguf_path(f));
@@ -173,7 +180,8 @@ static snp_status choose_pre(tokenizer *t, const gguf_file *f) {
 snp_status tokenizer_load_gguf(const gguf_file *f, tokenizer **out) {
     *out = NULL;
     const char *path = gguf_path(f);
-    if (gguf_find_key(f, "tokenizer.ggml.model") < 0 || gguf_find_key(f, "tokenizer.ggml.tokens") < 0)
+    if (gguf_find_key(f, "tokenizer.ggml.model") < 0 ||
+        gguf_find_key(f, "tokenizer.ggml.tokens") < 0)
         return snp_fail(SNP_ERR_FORMAT,
                         "%s: no vocabulary (tokenizer.ggml.model / tokenizer.ggml.tokens absent)",
                         path);
@@ -202,15 +210,19 @@ snp_status tokenizer_load_gguf(const gguf_file *f, tokenizer **out) {
     t->model = is_gpt2 ? TOK_MODEL_BYTE_BPE : TOK_MODEL_SPM_BPE;
     TRY_GOTO(st, tok_set_vocab_size(t, (int32_t)n), done);
     if (gguf_find_key(f, "tokenizer.ggml.token_type") >= 0)
-        TRY_GOTO(st, typed_array(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, n, (const void **)&types),
-                 done);
+        TRY_GOTO(
+            st,
+            typed_array(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, n, (const void **)&types),
+            done);
     if (is_llama) {
         if (gguf_find_key(f, "tokenizer.ggml.scores") < 0) {
             st = snp_fail(SNP_ERR_FORMAT, "%s: model 'llama' has no tokenizer.ggml.scores", path);
             goto done;
         }
-        TRY_GOTO(st, typed_array(f, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, n, (const void **)&scores),
-                 done);
+        TRY_GOTO(
+            st,
+            typed_array(f, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, n, (const void **)&scores),
+            done);
         t->dec_meta = t->dec_bytes = 1;
     }
     TRY_GOTO(st, tok_map_init(&t->vocab, (size_t)n), done);
@@ -225,9 +237,11 @@ snp_status tokenizer_load_gguf(const gguf_file *f, tokenizer **out) {
         int32_t type = types ? types[i] : GGUF_TOK_NORMAL;
         if (type == GGUF_TOK_UNKNOWN || type == GGUF_TOK_CONTROL || type == GGUF_TOK_USER) {
             // Matched in the text before splitting, as transformers' GGUF converter does.
-            TRY_GOTO(st, tok_add_added(t, (int32_t)i, s.ptr, s.len, 0, 0, 0, type != GGUF_TOK_USER, 0),
+            TRY_GOTO(st,
+                     tok_add_added(t, (int32_t)i, s.ptr, s.len, 0, 0, 0, type != GGUF_TOK_USER, 0),
                      done);
-            if (type == GGUF_TOK_USER) TRY_GOTO(st, tok_map_put(&t->vocab, key.p, key.n, (int32_t)i), done);
+            if (type == GGUF_TOK_USER)
+                TRY_GOTO(st, tok_map_put(&t->vocab, key.p, key.n, (int32_t)i), done);
             continue;
         }
         TRY_GOTO(st, tok_map_put(&t->vocab, key.p, key.n, (int32_t)i), done);
@@ -250,7 +264,9 @@ snp_status tokenizer_load_gguf(const gguf_file *f, tokenizer **out) {
     }
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos_id), done);
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos_id), done);
-    if (is_llama) TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk_id), done);
+    if (is_llama)
+        TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk_id),
+                 done);
     int32_t eot = -1, eom = -1;
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.eot_token_id", t->n_vocab, &eot), done);
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.eom_token_id", t->n_vocab, &eom), done);

@@ -61,8 +61,8 @@ snp_status tok_merges_init(tok_merges *m, size_t expected);
 snp_status tok_merges_put(tok_merges *m, int32_t left, int32_t right, uint32_t rank, int32_t id);
 void tok_merges_free(tok_merges *m);
 
-static inline int tok_merges_get(const tok_merges *m, int32_t left, int32_t right,
-                                 uint32_t *rank, int32_t *id) {
+static inline int tok_merges_get(const tok_merges *m, int32_t left, int32_t right, uint32_t *rank,
+                                 int32_t *id) {
     uint64_t key = ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
     uint64_t h = key * 0x9E3779B97F4A7C15ull;
     for (uint32_t i = (uint32_t)(h >> 32) & m->mask;; i = (i + 1) & m->mask) {
@@ -91,7 +91,7 @@ typedef struct tok_trie_node {
 typedef struct tok_trie {
     tok_trie_node *nodes; // node 0 is the root
     size_t n, cap;
-    uint8_t first[256];   // 1 for bytes that start some token
+    uint8_t first[256]; // 1 for bytes that start some token
 } tok_trie;
 
 // ---- the tokenizer ---------------------------------------------------------------
@@ -128,7 +128,8 @@ struct tokenizer {
     uint32_t *piece_off, *piece_len;
     uint8_t *attr;
 
-    tok_map vocab; // model-alphabet key -> id (added tokens are not in it unless the model has them)
+    tok_map
+        vocab; // model-alphabet key -> id (added tokens are not in it unless the model has them)
     tok_merges merges;
     int32_t byte_id[256]; // byte-level: id of each single byte; SPM: id of <0xNN>; -1 if none
     int32_t unk_id;
@@ -169,13 +170,12 @@ typedef struct tok_bpe_ctx {
     size_t n, cap;
     tok_bpe_heap_item *heap;
     size_t heap_n, heap_cap;
-    tok_map cache;     // word bytes -> offset in cache_ids (count, then the ids)
+    tok_map cache; // word bytes -> offset in cache_ids (count, then the ids)
     tok_ids cache_ids;
 } tok_bpe_ctx;
 
 // tok_bpe_word: the ids of one pre-tokenized word (model alphabet), appended to out.
-snp_status tok_bpe_word(const tokenizer *t, tok_bpe_ctx *b, const char *s, size_t n,
-                        tok_ids *out);
+snp_status tok_bpe_word(const tokenizer *t, tok_bpe_ctx *b, const char *s, size_t n, tok_ids *out);
 void tok_bpe_ctx_free(tok_bpe_ctx *b);
 
 // Shared by the loaders (tokenizer_core.c).

@@ -154,7 +154,9 @@ static snp_status parse_pretok(json_ctx *c, const cJSON *p, const char *field) {
         const char *re = str_field(pat, "Regex");
         const char *lit = str_field(pat, "String");
         if (re) return tok_compile_split(t, re, removed, c->path);
-        if (!lit) return snp_fail(SNP_ERR_FORMAT, "%s: %s.pattern has no Regex or String", c->path, field);
+        if (!lit)
+            return snp_fail(SNP_ERR_FORMAT, "%s: %s.pattern has no Regex or String", c->path,
+                            field);
         tok_buf b = {0};
         snp_status st = literal_regex(lit, &b);
         if (st == SNP_OK) st = tok_compile_split(t, b.p, removed, c->path);
@@ -220,7 +222,8 @@ static snp_status parse_post(json_ctx *c, const cJSON *p) {
     const char *ty = type_of(p);
     if (ty && strcmp(ty, "Sequence") == 0) {
         const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(p, "processors")) TRY(parse_post(c, e));
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(p, "processors"))
+            TRY(parse_post(c, e));
         return SNP_OK;
     }
     if (!ty || strcmp(ty, "TemplateProcessing") != 0) return SNP_OK;
@@ -233,8 +236,9 @@ static snp_status parse_post(json_ctx *c, const cJSON *p) {
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(st, "ids");
     const cJSON *id = cJSON_GetArrayItem(ids, 0);
     if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= c->t->n_vocab)
-        return snp_fail(SNP_ERR_FORMAT, "%s: post_processor.special_tokens['%s'].ids is not a valid id",
-                        c->path, name);
+        return snp_fail(SNP_ERR_FORMAT,
+                        "%s: post_processor.special_tokens['%s'].ids is not a valid id", c->path,
+                        name);
     c->t->bos_id = id->valueint;
     c->t->add_bos = 1;
     return SNP_OK;
@@ -262,8 +266,8 @@ static snp_status parse_merges(json_ctx *c, const cJSON *merges, tok_buf *ka, to
             char *sp = dup ? strchr(dup, ' ') : NULL;
             if (!sp || strchr(sp + 1, ' ')) {
                 free(dup);
-                st = snp_fail(SNP_ERR_FORMAT, "%s: model.merges[%u] '%s' is not two tokens", c->path,
-                              rank, m->valuestring);
+                st = snp_fail(SNP_ERR_FORMAT, "%s: model.merges[%u] '%s' is not two tokens",
+                              c->path, rank, m->valuestring);
                 goto done;
             }
             *sp = '\0';
@@ -288,8 +292,12 @@ static snp_status parse_merges(json_ctx *c, const cJSON *merges, tok_buf *ka, to
         int32_t right = tok_map_get(&t->vocab, kb->p, kb->n);
         int32_t id = tok_map_get(&t->vocab, joined.p, joined.n);
         if (st == SNP_OK && (left < 0 || right < 0 || id < 0))
-            st = snp_fail(SNP_ERR_FORMAT, "%s: model.merges[%u] ('%s' '%s'): '%s%s' not in model.vocab",
-                          c->path, rank, a, b, left < 0 ? a : right < 0 ? b : a,
+            st = snp_fail(SNP_ERR_FORMAT,
+                          "%s: model.merges[%u] ('%s' '%s'): '%s%s' not in model.vocab", c->path,
+                          rank, a, b,
+                          left < 0    ? a
+                          : right < 0 ? b
+                                      : a,
                           left < 0 || right < 0 ? "" : b);
         free(dup);
         if (st != SNP_OK) goto done;
@@ -311,9 +319,9 @@ static snp_status parse_model(json_ctx *c, const cJSON *model) {
     const char *cont = str_field(model, "continuing_subword_prefix");
     const char *suffix = str_field(model, "end_of_word_suffix");
     if ((cont && *cont) || (suffix && *suffix))
-        return snp_fail(SNP_ERR_UNSUPPORTED,
-                        "%s: model.continuing_subword_prefix / end_of_word_suffix are not supported",
-                        c->path);
+        return snp_fail(
+            SNP_ERR_UNSUPPORTED,
+            "%s: model.continuing_subword_prefix / end_of_word_suffix are not supported", c->path);
     const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0)
         return snp_fail(SNP_ERR_UNSUPPORTED, "%s: model.dropout %g is not supported", c->path,
@@ -458,14 +466,16 @@ static snp_status parse_config(json_ctx *c, const char *cfg_path) {
     if (bos) {
         t->bos_id = tokenizer_find(t, bos);
         if (t->bos_id < 0) {
-            st = snp_fail(SNP_ERR_FORMAT, "%s: bos_token '%s' is not in the vocabulary", cfg_path, bos);
+            st = snp_fail(SNP_ERR_FORMAT, "%s: bos_token '%s' is not in the vocabulary", cfg_path,
+                          bos);
             goto done;
         }
     }
     if (eos) {
         t->eos_id = tokenizer_find(t, eos);
         if (t->eos_id < 0) {
-            st = snp_fail(SNP_ERR_FORMAT, "%s: eos_token '%s' is not in the vocabulary", cfg_path, eos);
+            st = snp_fail(SNP_ERR_FORMAT, "%s: eos_token '%s' is not in the vocabulary", cfg_path,
+                          eos);
             goto done;
         }
     }
@@ -487,8 +497,9 @@ snp_status tokenizer_load_json(const char *path, tokenizer **out) {
     cJSON *root = cJSON_ParseWithLength(text, n);
     if (!root) {
         const char *err = cJSON_GetErrorPtr();
-        st = snp_fail(SNP_ERR_FORMAT, "%s: not valid JSON (truncated or malformed near byte %td of %zu)",
-                      path, err && err >= text && err <= text + n ? err - text : (ptrdiff_t)-1, n);
+        st = snp_fail(SNP_ERR_FORMAT,
+                      "%s: not valid JSON (truncated or malformed near byte %td of %zu)", path,
+                      err && err >= text && err <= text + n ? err - text : (ptrdiff_t)-1, n);
         goto done;
     }
     if (!cJSON_IsObject(root)) {
@@ -506,11 +517,14 @@ snp_status tokenizer_load_json(const char *path, tokenizer **out) {
     int32_t n_vocab = 0;
     TRY_GOTO(st, count_vocab(&c, model, added, &n_vocab), done);
     TRY_GOTO(st, tok_set_vocab_size(t, n_vocab), done);
-    TRY_GOTO(st, parse_normalizer(&c, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), "normalizer"),
-             done);
-    TRY_GOTO(st,
-             parse_pretok(&c, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), "pre_tokenizer"),
-             done);
+    TRY_GOTO(
+        st,
+        parse_normalizer(&c, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), "normalizer"),
+        done);
+    TRY_GOTO(
+        st,
+        parse_pretok(&c, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), "pre_tokenizer"),
+        done);
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
     TRY_GOTO(st, parse_decoder(&c, dec, "decoder"), done);
     const char *dec_ty = type_of(dec);

@@ -9,7 +9,8 @@
 snp_status tok_buf_reserve(tok_buf *b, size_t extra) {
     if (b->cap - b->n >= extra) return SNP_OK;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->n < extra) cap *= 2;
+    while (cap - b->n < extra)
+        cap *= 2;
     char *p = realloc(b->p, cap);
     if (!p) return snp_fail(SNP_ERR_MEMORY, "tokenizer: out of memory (%zu bytes)", cap);
     b->p = p;
@@ -51,7 +52,8 @@ uint64_t tok_hash(const void *p, size_t n) {
         n -= 8;
     }
     uint64_t w = 0;
-    for (size_t i = 0; i < n; i++) w |= (uint64_t)s[i] << (8 * i);
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)s[i] << (8 * i);
     h = (h ^ w) * 0x94D049BB133111EBull;
     h ^= h >> 29;
     return h;
@@ -60,7 +62,8 @@ uint64_t tok_hash(const void *p, size_t n) {
 snp_status tok_map_init(tok_map *m, size_t expected) {
     memset(m, 0, sizeof *m);
     size_t n_slots = 64;
-    while (n_slots < expected * 2) n_slots *= 2;
+    while (n_slots < expected * 2)
+        n_slots *= 2;
     m->slots = calloc(n_slots, sizeof *m->slots);
     if (!m->slots) return snp_fail(SNP_ERR_MEMORY, "tokenizer: out of memory (hash map)");
     m->mask = (uint32_t)(n_slots - 1);
@@ -74,7 +77,8 @@ static snp_status map_grow(tok_map *m) {
     uint32_t mask = (uint32_t)(n_slots - 1);
     for (uint32_t e = 0; e < m->n; e++) {
         uint32_t i = m->ents[e].hash & mask;
-        while (slots[i]) i = (i + 1) & mask;
+        while (slots[i])
+            i = (i + 1) & mask;
         slots[i] = e + 1;
     }
     free(m->slots);
@@ -111,7 +115,8 @@ snp_status tok_map_put(tok_map *m, const char *key, size_t n, int32_t val) {
     en->val = val;
     TRY(tok_buf_append(&m->keys, key, n));
     uint32_t i = h & m->mask;
-    while (m->slots[i]) i = (i + 1) & m->mask;
+    while (m->slots[i])
+        i = (i + 1) & m->mask;
     m->slots[i] = ++m->n;
     return SNP_OK;
 }
@@ -137,7 +142,8 @@ void tok_map_free(tok_map *m) {
 
 snp_status tok_merges_init(tok_merges *m, size_t expected) {
     size_t n_slots = 64;
-    while (n_slots < expected * 2) n_slots *= 2;
+    while (n_slots < expected * 2)
+        n_slots *= 2;
     m->keys = malloc(n_slots * sizeof *m->keys);
     m->vals = malloc(n_slots * sizeof *m->vals);
     if (!m->keys || !m->vals) {
@@ -163,7 +169,8 @@ snp_status tok_merges_put(tok_merges *m, int32_t left, int32_t right, uint32_t r
     uint64_t key = ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
     uint64_t h = key * 0x9E3779B97F4A7C15ull;
     uint32_t i = (uint32_t)(h >> 32) & m->mask;
-    while (m->keys[i] != UINT64_MAX && m->keys[i] != key) i = (i + 1) & m->mask;
+    while (m->keys[i] != UINT64_MAX && m->keys[i] != key)
+        i = (i + 1) & m->mask;
     if (m->keys[i] == UINT64_MAX) m->n++;
     m->keys[i] = key;
     m->vals[i] = ((uint64_t)rank << 32) | (uint32_t)id;
@@ -183,19 +190,20 @@ static int byte_is_printable(uint8_t b) {
     return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
 }
 
+// The 68 stand-ins, in byte order: 0x00-0x20 (33), 0x7F-0xA0 (34), 0xAD (1).
 uint32_t tok_byte_to_cp(uint8_t b) {
     if (byte_is_printable(b)) return b;
-    uint32_t n = 0;
-    for (int c = 0; c < b; c++) n += !byte_is_printable((uint8_t)c);
-    return 256 + n;
+    if (b <= 0x20) return 256u + b;
+    if (b >= 0x7F && b <= 0xA0) return 256u + 33u + (b - 0x7Fu);
+    return 256u + 67u; // 0xAD
 }
 
 int tok_cp_to_byte(uint32_t cp) {
     if (cp < 256) return byte_is_printable((uint8_t)cp) ? (int)cp : -1;
-    if (cp >= 256 + 68) return -1;
-    uint32_t n = 0;
-    for (int c = 0; c < 256; c++)
-        if (!byte_is_printable((uint8_t)c) && n++ == cp - 256) return c;
+    uint32_t k = cp - 256;
+    if (k < 33) return (int)k;
+    if (k < 67) return (int)(0x7F + k - 33);
+    if (k == 67) return 0xAD;
     return -1;
 }
 

@@ -1,0 +1,202 @@
+// test_tp: tensor parallelism against tp = 1, run under `mpirun -np N` (tests/
+// test_tp.sh; alone it is tp = 1 against itself). Every rank loads its shard and,
+// as the reference, the whole model; logits of the sharded run must equal the
+// whole model's within 1e-5 of the logit range, greedy tokens must be identical,
+// and with SnapKV each rank's heads must keep the positions the whole model keeps
+// for those heads. Failures of any rank are summed to rank 0.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../comm/comm.h"
+#include "../kernels/backend.h"
+#include "../runtime/forward.h"
+#include "../runtime/kv_cache.h"
+#include "../runtime/model.h"
+#include "../runtime/sampler.h"
+#include "../runtime/snapkv.h"
+#include "support/test_support.h"
+
+static const double TOL_TP = 1e-5; // relative to the logit range; only summation order differs
+enum { N_GREEDY = 32, CHUNK = 16 };
+
+typedef struct run {
+    model *m;
+    forward_ctx *f;
+} run;
+
+static int open_run(test_counts *tc, backend *be, comm *c, const char *path, model_shard shard,
+                    run *r) {
+    memset(r, 0, sizeof *r);
+    snp_status st = model_load(path, be, &shard, &r->m);
+    if (!test_check(tc, st == SNP_OK, "load %s as %d/%d: %s", path, shard.tp_rank, shard.tp_size,
+                    snp_error()))
+        return 0;
+    if (!test_check(tc, forward_init(r->m, CHUNK, &r->f) == SNP_OK, "%s", snp_error())) return 0;
+    return test_check(tc, forward_set_comm(r->f, shard.tp_size > 1 ? c : NULL) == SNP_OK, "%s",
+                      snp_error());
+}
+
+static void close_run(run *r) {
+    forward_free(r->f);
+    model_free(r->m);
+}
+
+static kv_cache *new_cache(const run *r, int capacity) {
+    kv_cache *kv = NULL;
+    if (kv_cache_init(r->m->be, r->m->cfg.n_layers, r->m->n_kv_heads_local, r->m->cfg.head_dim,
+                      capacity, &kv) != SNP_OK)
+        return NULL;
+    return kv;
+}
+
+// check_full: prompt logits at every position and 32 greedy tokens, sharded vs whole.
+static void check_full(test_counts *tc, const char *tag, run *tp, run *ref, const int32_t *ids,
+                       int T) {
+    const int V = ref->m->cfg.n_vocab;
+    float *a = malloc(sizeof(float) * (size_t)T * V), *b = malloc(sizeof(float) * (size_t)T * V);
+    kv_cache *ka = new_cache(tp, T + N_GREEDY), *kb = new_cache(ref, T + N_GREEDY);
+    int ok = a && b && ka && kb && forward_run(tp->f, ka, ids, T, 0, 1, a) == SNP_OK &&
+             forward_run(ref->f, kb, ids, T, 0, 1, b) == SNP_OK;
+    double worst = 0;
+    int same = 0;
+    for (int t = 0; ok && t < T; t++) {
+        double e = test_max_rel_error(a + (size_t)t * V, b + (size_t)t * V, (size_t)V);
+        if (!(e <= worst)) worst = e;
+    }
+    float *la = a + (size_t)(T - 1) * V, *lb = b + (size_t)(T - 1) * V;
+    for (int i = 0; ok && i < N_GREEDY; i++) {
+        int32_t ta = sampler_argmax(la, V), tb = sampler_argmax(lb, V);
+        if (ta != tb) break;
+        same++;
+        double e = test_max_rel_error(la, lb, (size_t)V);
+        if (!(e <= worst)) worst = e;
+        ok = forward_run(tp->f, ka, &ta, 1, T + i, 0, la) == SNP_OK &&
+             forward_run(ref->f, kb, &tb, 1, T + i, 0, lb) == SNP_OK;
+    }
+    test_check(tc, ok || same == N_GREEDY, "%s: forward failed: %s", tag, snp_error());
+    test_check(tc, worst <= TOL_TP, "%s: logits differ from tp=1 by %.3g", tag, worst);
+    test_check(tc, same == N_GREEDY, "%s: %d of %d greedy tokens equal tp=1's", tag, same, N_GREEDY);
+    printf("  %-34s full   logits vs tp=1 %.1e, greedy %d/%d\n", tag, worst, same, N_GREEDY);
+    kv_cache_free(ka);
+    kv_cache_free(kb);
+    free(a);
+    free(b);
+}
+
+// check_snapkv: each rank's KV heads keep what the whole model keeps for them.
+static void check_snapkv(test_counts *tc, const char *tag, run *tp, run *ref, const int32_t *ids,
+                         int L, int rank, int size) {
+    const snapkv_params p = {.window = 8, .budget = 24, .kernel = 5, .pooling = SNAPKV_POOL_MAX};
+    const model_config *c = &ref->m->cfg;
+    const int kept = snapkv_rows_kept(&p, L), V = c->n_vocab;
+    const int Hkvl = tp->m->n_kv_heads_local, Hkv = c->n_kv_heads;
+    const int kv0 = Hkv >= size ? rank * Hkvl : rank / (size / Hkv);
+    int32_t *sa = malloc(sizeof(int32_t) * (size_t)c->n_layers * Hkvl * kept);
+    int32_t *sb = malloc(sizeof(int32_t) * (size_t)c->n_layers * Hkv * kept);
+    float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+    kv_cache *ka = new_cache(tp, kept + 4), *kb = new_cache(ref, kept + 4);
+    int ok = sa && sb && la && lb && ka && kb &&
+             forward_prefill_snapkv(tp->f, ka, ids, L, &p, sa, la) == SNP_OK &&
+             forward_prefill_snapkv(ref->f, kb, ids, L, &p, sb, lb) == SNP_OK;
+    int differing = 0;
+    for (int l = 0; ok && l < c->n_layers; l++)
+        for (int g = 0; g < Hkvl; g++)
+            if (memcmp(sa + ((size_t)l * Hkvl + g) * kept, sb + ((size_t)l * Hkv + kv0 + g) * kept,
+                       sizeof(int32_t) * (size_t)kept) != 0)
+                differing++;
+    double worst = ok ? test_max_rel_error(la, lb, (size_t)V) : 1;
+    for (int i = 0; ok && i < 4; i++) {
+        int32_t t = sampler_argmax(lb, V);
+        ok = forward_run(tp->f, ka, &t, 1, L + i, 0, la) == SNP_OK &&
+             forward_run(ref->f, kb, &t, 1, L + i, 0, lb) == SNP_OK;
+        double e = test_max_rel_error(la, lb, (size_t)V);
+        if (!(e <= worst)) worst = e;
+    }
+    test_check(tc, ok, "%s: snapkv run failed: %s", tag, snp_error());
+    test_check(tc, differing == 0, "%s: %d layer/head selections differ from tp=1", tag, differing);
+    test_check(tc, worst <= TOL_TP, "%s: snapkv logits differ from tp=1 by %.3g", tag, worst);
+    printf("  %-34s snapkv heads %d..%d positions %s, logits vs tp=1 %.1e\n", tag, kv0,
+           kv0 + Hkvl - 1, differing ? "DIFFER" : "identical", worst);
+    kv_cache_free(ka);
+    kv_cache_free(kb);
+    free(sa);
+    free(sb);
+    free(la);
+    free(lb);
+}
+
+static void check_model(test_counts *tc, backend *be, comm *c, const char *path, const char *name,
+                        int T) {
+    const int rank = comm_rank(c), size = comm_size(c);
+    model_config cfg;
+    if (model_read_config(path, &cfg) != SNP_OK) {
+        test_check(tc, 0, "%s: %s", name, snp_error());
+        return;
+    }
+    if (cfg.n_heads % size != 0) {
+        // A tp the heads do not divide must be refused at load, naming the counts.
+        model *m = NULL;
+        const model_shard shard = {rank, size};
+        snp_status st = model_load(path, be, &shard, &m);
+        char want[64];
+        snprintf(want, sizeof want, "%d query heads cannot be split over tp = %d", cfg.n_heads, size);
+        test_check(tc, st == SNP_ERR_UNSUPPORTED && strstr(snp_error(), want),
+                   "%s tp=%d: expected a clear refusal, got: %s", name, size, snp_error());
+        printf("  %-34s refused at tp=%d: %s\n", name, size, want);
+        model_free(m);
+        return;
+    }
+    run tp, ref;
+    if (open_run(tc, be, c, path, (model_shard){rank, size}, &tp) &&
+        open_run(tc, be, c, path, (model_shard){0, 1}, &ref)) {
+        const int V = ref.m->cfg.n_vocab;
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
+        for (int i = 0; i < T; i++) ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)V);
+        char tag[96];
+        snprintf(tag, sizeof tag, "%s tp=%d rank %d", name, size, rank);
+        check_full(tc, tag, &tp, &ref, ids, T);
+        check_snapkv(tc, tag, &tp, &ref, ids, T, rank, size);
+        free(ids);
+    }
+    close_run(&tp);
+    close_run(&ref);
+}
+
+int main(int argc, char **argv) {
+    test_counts tc = {0};
+    comm *c = NULL;
+    if (comm_init(&argc, &argv, &c) != SNP_OK) {
+        fprintf(stderr, "comm: %s\n", snp_error());
+        return 1;
+    }
+    backend *be = NULL;
+    const backend_options bo = {.n_threads = 1};
+    if (test_check(&tc, backend_open("cpu", &bo, &be) == SNP_OK, "cpu: %s", snp_error())) {
+        const char *tiny[] = {"llama_gqa", "llama_gqa_gguf", "mistral", "qwen2_mha", "qwen3"};
+        const char *file[] = {"", "/model.gguf", "", "", ""};
+        for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {
+            char rel[256], path[4400];
+            snprintf(rel, sizeof rel, "tests/golden/%s%s", tiny[i], file[i]);
+            test_source_path(path, sizeof path, rel);
+            check_model(&tc, be, c, path, tiny[i], 48);
+        }
+        // The real model shards at tp = 3 (9 query heads, 3 KV heads).
+        const char *gguf = getenv("SNAPTP_SMOLLM2_GGUF");
+        if (gguf && *gguf && comm_size(c) == 3) check_model(&tc, be, c, gguf, "smollm2", 40);
+    }
+    backend_close(be);
+    // Every rank's verdict reaches rank 0.
+    float failed = (float)tc.failed;
+    if (comm_size(c) > 1 && comm_all_reduce_sum_f32(c, &failed, 1) != SNP_OK) failed = 1;
+    int code = 0;
+    if (comm_rank(c) == 0) {
+        test_counts all = tc;
+        all.failed = (int)failed;
+        code = test_finish(&all, "test_tp");
+    } else {
+        code = failed > 0;
+    }
+    comm_free(c);
+    return code;
+}

@@ -162,6 +162,11 @@ int cmd_tokenize(int argc, char **argv) {
         }
         src = chat;
         n_text = strlen(chat);
+        // Templates that write the BOS text themselves (Llama 3) must not get a second one.
+        size_t n_bos = 0;
+        const char *bos = tokenizer_piece(t, tokenizer_bos_id(t), &n_bos);
+        if (a.bos < 0 && bos && n_bos && n_text >= n_bos && memcmp(chat, bos, n_bos) == 0)
+            a.bos = 0;
     }
     if (tokenizer_encode(t, src, n_text, a.bos, &ids, &n_ids) != SNP_OK) {
         rc = fail(cmd, a.input ? a.input : "stdin");

@@ -24,7 +24,10 @@ struct forward_ctx {
     void *proj; // C
     void *gate; // Fl
     void *up;   // Fl
-    void *logits; // V
+    void *logits; // [logit_rows, V]
+    int logit_rows; // LM-head rows per step: logits are wanted for one token, or all
+                    // of a short prompt in tests, so a chunk's worth (~100 MB at
+                    // chunk 512, V 49152) would be waste
     int32_t *pos; // host [chunk]
     forward_progress_fn progress;
     void *progress_user;
@@ -56,7 +59,8 @@ snp_status forward_init(model *m, int chunk, forward_ctx **out) {
     TRY_GOTO(st, alloc_act(m, T * (size_t)c->n_embd, &f->proj), fail);
     TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_ff_local, &f->gate), fail);
     TRY_GOTO(st, alloc_act(m, T * (size_t)m->n_ff_local, &f->up), fail);
-    TRY_GOTO(st, alloc_act(m, T * (size_t)c->n_vocab, &f->logits), fail);
+    f->logit_rows = chunk < 16 ? chunk : 16;
+    TRY_GOTO(st, alloc_act(m, (size_t)f->logit_rows * (size_t)c->n_vocab, &f->logits), fail);
     f->pos = malloc(sizeof(int32_t) * T);
     if (!f->pos) {
         st = snp_fail(SNP_ERR_MEMORY, "forward: out of memory");
@@ -208,8 +212,8 @@ static snp_status output_logits(forward_ctx *f, int first, int n, float *logits)
     const backend_ops *ops = m->be->ops;
     void *ctx = m->be->ctx;
     const model_config *c = &m->cfg;
-    for (int r = 0; r < n; r += f->chunk) {
-        const int Tc = n - r < f->chunk ? n - r : f->chunk;
+    for (int r = 0; r < n; r += f->logit_rows) {
+        const int Tc = n - r < f->logit_rows ? n - r : f->logit_rows;
         void *x_c = act_row(m, f->x, (size_t)(first + r), (size_t)c->n_embd);
         TRY(ops->rms_norm(ctx, f->xn, x_c, m->output_norm, c->rms_eps, Tc, c->n_embd));
         TRY(ops->matmul(ctx, f->logits, f->xn, m->output, NULL, Tc));

@@ -26,8 +26,9 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
     const uint64_t per_row = n_layers * 2 * Hkvl * D * A; // one cache row, all layers
     out->kv_cache_full = per_row * ((uint64_t)L + n_new);
     // Chunk buffers: xn, proj (C each), q, att (Hl*D), k, v (Hkvl*D), gate, up (Fl),
-    // and the logits of a chunk (V).
-    out->workspace = T * A * (2 * C + 2 * Hl * D + 2 * Hkvl * D + 2 * Fl + V);
+    // and up to 16 rows of logits (forward.c).
+    const uint64_t logit_rows = T < 16 ? T : 16;
+    out->workspace = T * A * (2 * C + 2 * Hl * D + 2 * Hkvl * D + 2 * Fl) + logit_rows * V * A;
     if (policy == KV_POLICY_SNAPKV) {
         const uint64_t kept = (uint64_t)snapkv_rows_kept(snap, L);
         const uint64_t P = L > snap->window ? (uint64_t)(L - snap->window) : 0;

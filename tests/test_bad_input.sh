@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# test_bad_input.sh: malformed model files and invalid requests through the
+# `snaptp` binary. Each case must exit non-zero with one clear message naming the
+# file and the tensor or field (or the flag) at fault, and never crash. In CI this
+# runs against the AddressSanitizer build with leak detection (tests/run_all.sh);
+# any sanitizer report fails the case.
+set -uo pipefail
+root="${SNAPTP_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
+bin="${SNAPTP_BIN:-$root/build/snaptp}"
+gguf="${SNAPTP_SMOLLM2_GGUF:-}"
+[ -x "$bin" ] || { echo "test_bad_input.sh: $bin not built" >&2; exit 1; }
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
+# Open MPI's leaks are suppressed by library (tests/lsan.supp); that needs its
+# plugins kept loaded at exit and the slow unwinder, or their frames are unnamed.
+export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0:fast_unwind_on_malloc=0"
+export OMPI_MCA_mca_base_component_disable_dlclose=1 PMIX_MCA_mca_base_component_disable_dlclose=1
+export OMPI_MCA_plm_rsh_agent= OMP_NUM_THREADS=1
+work="$(mktemp -d /tmp/snaptp_bad.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0 skipped=0
+
+# expect NAME WANT... -- CMD...: CMD must fail, stderr must contain every WANT and
+# no sanitizer report.
+expect() {
+    local name=$1; shift
+    local wants=()
+    while [ "$1" != "--" ]; do wants+=("$1"); shift; done
+    shift
+    timeout -k 5 120 "$@" >"$work/out" 2>"$work/err"
+    local rc=$? ok=1
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || ok=0
+    for w in "${wants[@]}"; do grep -qF -- "$w" "$work/err" || ok=0; done
+    grep -qE "Sanitizer|runtime error:" "$work/err" && ok=0
+    if [ $ok = 1 ]; then
+        passed=$((passed + 1))
+        echo "ok: $name (exit $rc): $(grep -v '^  at ' "$work/err" | head -n 1 | cut -c1-160)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL: $name (exit $rc), wanted: ${wants[*]}"
+        cat "$work/err" | head -40
+    fi
+}
+
+# Craft the bad files from the committed tiny models (Python standard library only).
+python3 - "$root/tests/golden" "$work" <<'PY'
+import json, os, struct, sys
+src, out = sys.argv[1], sys.argv[2]
+g = open(os.path.join(src, "llama_gqa_gguf", "model.gguf"), "rb").read()
+
+def tensor_info_at(buf, name):
+    """Offset of the n_dims field that follows tensor `name`'s info."""
+    key = struct.pack("<Q", len(name)) + name.encode()
+    i = buf.index(key)
+    return i + len(key)
+
+def write(name, data):
+    open(os.path.join(out, name), "wb").write(data)
+
+write("truncated.gguf", g[: len(g) * 3 // 5])
+write("magic.gguf", b"GGUX" + g[4:])
+b = bytearray(g)
+p = tensor_info_at(b, "blk.1.ffn_down.weight")
+n_dims = struct.unpack_from("<I", b, p)[0]
+off = p + 4 + 8 * n_dims + 4
+struct.pack_into("<Q", b, off, 1 << 40)
+write("oob.gguf", bytes(b))
+b = bytearray(g)
+i = b.index(b"blk.1.attn_q.weight")
+b[i : i + len("blk.1.attn_X.weight")] = b"blk.1.attn_X.weight"
+write("missing.gguf", bytes(b))
+b = bytearray(g)
+p = tensor_info_at(b, "blk.0.ffn_up.weight")
+n_dims = struct.unpack_from("<I", b, p)[0]
+struct.pack_into("<I", b, p + 4 + 8 * n_dims, 12)  # GGML_TYPE_Q4_K
+write("dtype.gguf", bytes(b))
+
+s = open(os.path.join(src, "llama_gqa", "model.safetensors"), "rb").read()
+cfg = open(os.path.join(src, "llama_gqa", "config.json")).read()
+for name, data in [("st_big", struct.pack("<Q", 200 << 20) + s[8:]),
+                   ("st_json", s[:8] + s[8:].replace(b"{", b"[", 1))]:
+    os.makedirs(os.path.join(out, name))
+    open(os.path.join(out, name, "model.safetensors"), "wb").write(data)
+    open(os.path.join(out, name, "config.json"), "w").write(cfg)
+os.makedirs(os.path.join(out, "st_arch"))
+os.link(os.path.join(src, "llama_gqa", "model.safetensors"),
+        os.path.join(out, "st_arch", "model.safetensors"))
+c = json.loads(cfg); c["model_type"] = "gpt_neox"
+open(os.path.join(out, "st_arch", "config.json"), "w").write(json.dumps(c))
+PY
+
+run=("$bin" bench --prompt-tokens 8 --gen-tokens 1 --repeat 1 --model)
+expect "truncated GGUF" "truncated.gguf" -- "${run[@]}" "$work/truncated.gguf"
+expect "wrong magic" "magic.gguf" "magic" -- "${run[@]}" "$work/magic.gguf"
+expect "tensor out of bounds" "oob.gguf" "blk.1.ffn_down.weight" -- "${run[@]}" "$work/oob.gguf"
+expect "missing tensor" "missing.gguf" "blk.1.attn_q.weight" "missing" -- "${run[@]}" "$work/missing.gguf"
+expect "unsupported dtype" "dtype.gguf" "blk.0.ffn_up.weight" "Q4_K" -- "${run[@]}" "$work/dtype.gguf"
+expect "safetensors header too large" "st_big/model.safetensors" "header" -- "${run[@]}" "$work/st_big"
+expect "safetensors malformed header" "st_json/model.safetensors" "JSON" -- "${run[@]}" "$work/st_json"
+expect "unsupported architecture" "st_arch" "gpt_neox" "model_type" -- "${run[@]}" "$work/st_arch"
+expect "no such model" "nothere.gguf" -- "${run[@]}" "$work/nothere.gguf"
+
+if [ -z "$gguf" ]; then
+    echo "skipped: SNAPTP_SMOLLM2_GGUF not set: no qa checks"
+    skipped=1
+    [ "${CI:-}" = true ] && failed=$((failed + 1))
+else
+    printf 'The code word is BLUEBERRY. %.0s' $(seq 40) >"$work/doc.txt"
+    : >"$work/empty.txt"
+    printf '   \n\n ' >"$work/blank.txt"
+    python3 -c "print('word ' * 12000)" >"$work/long.txt"
+    qa=("$bin" qa --model "$gguf" --question "What is the code word?" --max-tokens 4 --quiet)
+    expect "budget <= window" "--budget 32" "--window 32" -- "${qa[@]}" --document "$work/doc.txt" \
+        --kv-policy snapkv --window 32 --budget 32
+    expect "even kernel" "--kernel 4" -- "${qa[@]}" --document "$work/doc.txt" --kv-policy snapkv --kernel 4
+    expect "kernel 0" "--kernel 0" -- "${qa[@]}" --document "$work/doc.txt" --kv-policy snapkv --kernel 0
+    expect "window over the prompt" "--window 5000" "prompt has" -- "${qa[@]}" --document "$work/doc.txt" \
+        --kv-policy snapkv --window 5000 --budget 6000
+    expect "empty document" "empty.txt" "empty" -- "${qa[@]}" --document "$work/empty.txt"
+    expect "blank document" "blank.txt" "empty" -- "${qa[@]}" --document "$work/blank.txt"
+    expect "document over the context" "context of 8192 tokens" -- "${qa[@]}" --document "$work/long.txt"
+    expect "over the memory plan" "memory plan" "--mem-limit" -- "${qa[@]}" --document "$work/doc.txt" \
+        --mem-limit 20M
+    expect "unknown pooling" "--pooling 'mean'" -- "${qa[@]}" --document "$work/doc.txt" --pooling mean
+    expect "missing document" "nothere.txt" -- "${qa[@]}" --document "$work/nothere.txt"
+fi
+
+echo "test_bad_input.sh: $passed passed, $failed failed, $skipped skipped"
+[ $failed -eq 0 ]

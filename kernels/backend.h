@@ -16,6 +16,10 @@
 // of `rows` x `cols` elements, row-major, rows `row_stride_bytes` apart (a
 // tensor-parallel slice of a larger matrix has a stride wider than its row).
 // 1-D weights (norm gains, biases) have rows == 1.
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct weight_src {
     const char *name; // tensor name, for messages
     dtype type;
@@ -168,5 +172,9 @@ void backend_close(backend *b); // NULL is a no-op
 
 // backend_names: the backends compiled into this build, comma separated.
 const char *backend_names(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

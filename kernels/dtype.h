@@ -9,6 +9,10 @@
 
 #include "../runtime/status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum dtype {
     DTYPE_F32,
     DTYPE_F16,
@@ -48,5 +52,9 @@ float dtype_f16_to_f32(uint16_t h);
 float dtype_bf16_to_f32(uint16_t h);
 uint16_t dtype_f32_to_f16(float f);
 uint16_t dtype_f32_to_bf16(float f); // round to nearest even; NaN stays NaN
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -82,14 +82,14 @@ static snp_status rd_bytes(reader *r, uint64_t n, const char *what, const uint8_
 }
 
 static snp_status rd_u32(reader *r, const char *what, uint32_t *out) {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     TRY(rd_bytes(r, 4, what, &b));
     *out = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
     return SNP_OK;
 }
 
 static snp_status rd_u64(reader *r, const char *what, uint64_t *out) {
-    const uint8_t *b;
+    const uint8_t *b = NULL;
     TRY(rd_bytes(r, 8, what, &b));
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
@@ -375,7 +375,7 @@ static snp_status read_tensors(gguf_file *f, reader *r) {
 
 static snp_status read_header(gguf_file *f, reader *r) {
     snprintf(r->ctx, sizeof r->ctx, "header");
-    const uint8_t *magic;
+    const uint8_t *magic = NULL;
     TRY(rd_bytes(r, 4, "magic", &magic));
     if (memcmp(magic, "GGUF", 4) != 0)
         return snp_fail(SNP_ERR_FORMAT,

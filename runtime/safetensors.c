@@ -136,7 +136,7 @@ static snp_status parse_entry(st_model *m, const st_shard *s, const cJSON *e, ui
         return snp_fail(SNP_ERR_FORMAT,
                         "safetensors: %s: tensor '%s': \"data_offsets\" is not an array of two",
                         path, name);
-    uint64_t begin, end, data_size = s->size - data_off;
+    uint64_t begin = 0, end = 0, data_size = s->size - data_off;
     TRY(parse_uint(path, name, "data_offsets[0]", cJSON_GetArrayItem(offs, 0), &begin));
     TRY(parse_uint(path, name, "data_offsets[1]", cJSON_GetArrayItem(offs, 1), &end));
     if (begin > end || end > data_size)

@@ -8,6 +8,10 @@
 
 #include <stdarg.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum snp_status {
     SNP_OK = 0,
     SNP_ERR_IO,          // a file could not be opened, read or mapped
@@ -59,5 +63,9 @@ const char *snp_status_name(snp_status status);
             goto label;                                                        \
         }                                                                      \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

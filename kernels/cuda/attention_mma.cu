@@ -1,0 +1,263 @@
+// attention_mma: causal GQA prefill attention on tensor cores, FlashAttention-2
+// style (Dao, arXiv 2307.08691): bf16 mma.sync m16n8k16 with fp32 accumulators, an
+// online softmax per query row held in registers, K/V tiles double-buffered through
+// cp.async. Plain sm_80 instructions: it runs on sm_90 too, without wgmma/TMA.
+#include "attention.h"
+
+namespace {
+
+constexpr int BR = CUDA_ATTN_MMA_BR; // query tokens per block, 16 per warp
+constexpr int BC = CUDA_ATTN_MMA_BC; // keys per tile
+constexpr int NWARPS = BR / 16;
+constexpr int NTHREADS = NWARPS * 32;
+
+// Shared memory rows are D + 8 bf16 apart: the 16-byte pad moves each row 4 banks
+// over, so the 8 row addresses of an ldmatrix phase fall in 8 distinct bank quads.
+template <int D, int STAGES> size_t smem_bytes() {
+    return sizeof(bf16) * (size_t)(BR + 2 * STAGES * BC) * (D + 8);
+}
+
+// Loads keys [k0, k0 + BC) of one KV head into a K and a V tile; keys at or past kb
+// are zero-filled (their scores are masked; zero V keeps 0 * V finite).
+template <int D>
+__device__ __forceinline__ void load_kv_tile(bf16 *Kt, bf16 *Vt, const bf16 *kh, const bf16 *vh,
+                                             int64_t k0, int64_t kb) {
+    constexpr int CH = D / 8; // 16-byte chunks per row
+    for (int e = threadIdx.x; e < BC * CH; e += NTHREADS) {
+        const int r = e / CH, cc = e % CH;
+        const int64_t j = k0 + r;
+        const bool ok = j < kb;
+        const size_t off = ok ? (size_t)j * D + cc * 8 : 0;
+        cp_async16(Kt + r * (D + 8) + cc * 8, kh + off, ok ? 16 : 0);
+        cp_async16(Vt + r * (D + 8) + cc * 8, vh + off, ok ? 16 : 0);
+    }
+}
+
+// attn_mma_kernel: out[t, h, :] = softmax_j(q[t,h] . k[hk, j] * scale) v[hk, j, :]
+// over keys j <= q_offset + t, j < n_keys, hk = h / G.
+// q, out: [T, H, D] bf16; k, v: [Hkv, S_cap, D] bf16, 16-byte aligned (checked).
+// grid (ceil(T / 64), H, n_split), block 128 (4 warps x 16 query rows); blockIdx.x
+// is reversed so the tiles with the most keys start first. Block (x, h, z) covers
+// keys [z * chunk, min((z + 1) * chunk, kend of its tile)); with n_split > 1 it
+// writes (m, l, O) partials instead of out.
+// Dynamic shared memory: Q [64][D+8], K and V [STAGES][64][D+8] bf16 (87 KiB at
+// D = 128, STAGES = 2; opted in by the launcher).
+// Numerics: S = Q K^T accumulates in fp32; P = exp2(S' - m) is rounded to bf16 for
+// P V (as FlashAttention); l sums the unrounded fp32 P. Rows that have seen no
+// visible key keep m = -inf and use 0 as the exponent base (no -inf - -inf NaN).
+template <int D, int STAGES>
+__global__ void __launch_bounds__(NTHREADS) attn_mma_kernel(const attn_args a) {
+    constexpr int LDS = D + 8;
+    constexpr int ND = D / 8; // 8-column output tiles per warp row block
+    extern __shared__ __align__(16) unsigned char attn_mma_smem[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(attn_mma_smem); // [BR][LDS]
+    bf16 *Ks = Qs + BR * LDS;                           // [STAGES][BC][LDS]
+    bf16 *Vs = Ks + STAGES * BC * LDS;                  // [STAGES][BC][LDS]
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, qd = lane & 3; // fragment row group and column pair
+    const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, split = blockIdx.z;
+    const int hk = h / a.G;
+    const int t0 = qt * BR, nt = min(BR, a.T - t0);
+    const int64_t kend = min((int64_t)a.n_keys, (int64_t)a.q_offset + t0 + nt);
+    const int64_t ka = (int64_t)split * a.chunk, kb = min(ka + a.chunk, kend);
+    const bf16 *kh = a.k + (size_t)hk * a.S_cap * D;
+    const bf16 *vh = a.v + (size_t)hk * a.S_cap * D;
+
+    // This thread's two rows: tokens rowA and rowA + 8, and the last key each sees.
+    const int rowA = t0 + warp * 16 + g, rowB = rowA + 8;
+    const int64_t limA = (int64_t)a.q_offset + rowA, limB = limA + 8;
+    const int64_t lim_warp = (int64_t)a.q_offset + t0 + warp * 16; // the warp's first row
+
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float mA = -INFINITY, mB = -INFINITY, lA = 0.0f, lB = 0.0f; // l: this thread's share
+
+    const int nblk = ka < kb ? (int)((kb - ka + BC - 1) / BC) : 0;
+    if (nblk > 0) {
+        for (int e = threadIdx.x; e < BR * (D / 8); e += NTHREADS) {
+            const int r = e / (D / 8), cc = e % (D / 8);
+            const bool ok = t0 + r < a.T;
+            const size_t off = ok ? ((size_t)(t0 + r) * a.H + h) * D + cc * 8 : 0;
+            cp_async16(Qs + r * LDS + cc * 8, a.q + off, ok ? 16 : 0);
+        }
+        load_kv_tile<D>(Ks, Vs, kh, vh, ka, kb);
+        cp_async_commit(); // group 0: Q and the first K/V tile
+    }
+
+    for (int blk = 0; blk < nblk; blk++) {
+        const int64_t k0 = ka + (int64_t)blk * BC;
+        const int st = STAGES == 2 ? (blk & 1) : 0;
+        if (STAGES == 2) {
+            if (blk + 1 < nblk)
+                load_kv_tile<D>(Ks + (st ^ 1) * BC * LDS, Vs + (st ^ 1) * BC * LDS, kh, vh, k0 + BC,
+                                kb);
+            cp_async_commit(); // possibly empty: keeps "all but the newest group" meaning tile blk
+            cp_async_wait<1>();
+        } else {
+            if (blk > 0) {
+                load_kv_tile<D>(Ks, Vs, kh, vh, k0, kb);
+                cp_async_commit();
+            }
+            cp_async_wait<0>();
+        }
+        __syncthreads(); // every thread's cp.async writes of this tile (and Q) are visible
+        const bf16 *Kt = Ks + st * BC * LDS, *Vt = Vs + st * BC * LDS;
+
+        // S = Q K^T for the warp's 16 rows x 64 keys: 8 n-tiles of 8 keys.
+        float s[BC / 8][4];
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t qa[4]; // matrices: rows 0-7 / 8-15 (lane bit 3) x cols 0-7 / 8-15 (bit 4)
+            ldmatrix_x4(qa, Qs + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 +
+                                (lane >> 4) * 8);
+#pragma unroll
+            for (int np = 0; np < BC / 16; np++) {
+                uint32_t kb4[4]; // keys 0-7 / 8-15 (lane bit 4) x d 0-7 / 8-15 (bit 3)
+                ldmatrix_x4(kb4, Kt + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LDS + kk * 16 +
+                                     ((lane >> 3) & 1) * 8);
+                mma_bf16_16816(s[2 * np], qa, kb4[0], kb4[1]);
+                mma_bf16_16816(s[2 * np + 1], qa, kb4[2], kb4[3]);
+            }
+        }
+
+        // Scale to base-2 units; mask only tiles that reach past the split's end or
+        // past the warp's first row's causal limit.
+        const bool masked = k0 + BC > kb || k0 + BC - 1 > lim_warp;
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[j][e] * a.scale_log2;
+                if (masked) {
+                    const int64_t key = k0 + j * 8 + qd * 2 + (e & 1);
+                    if (key >= kb || key > (e < 2 ? limA : limB)) x = -INFINITY;
+                }
+                s[j][e] = x;
+            }
+        }
+
+        // Online softmax: the 4 lanes of a quad share a row.
+        float mxA = -INFINITY, mxB = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++) {
+            mxA = fmaxf(mxA, fmaxf(s[j][0], s[j][1]));
+            mxB = fmaxf(mxB, fmaxf(s[j][2], s[j][3]));
+        }
+#pragma unroll
+        for (int off = 1; off <= 2; off <<= 1) {
+            mxA = fmaxf(mxA, __shfl_xor_sync(CUDA_FULL_MASK, mxA, off));
+            mxB = fmaxf(mxB, __shfl_xor_sync(CUDA_FULL_MASK, mxB, off));
+        }
+        const float mnA = fmaxf(mA, mxA), mnB = fmaxf(mB, mxB);
+        // -inf guard: a row with no visible key so far uses base 0; its p are 0.
+        const float baseA = mnA == -INFINITY ? 0.0f : mnA;
+        const float baseB = mnB == -INFINITY ? 0.0f : mnB;
+        const float alphaA = exp2f(mA - baseA), alphaB = exp2f(mB - baseB); // 0 at first
+        mA = mnA;
+        mB = mnB;
+        float sumA = 0.0f, sumB = 0.0f;
+#pragma unroll
+        for (int j = 0; j < BC / 8; j++) {
+            s[j][0] = exp2f(s[j][0] - baseA);
+            s[j][1] = exp2f(s[j][1] - baseA);
+            s[j][2] = exp2f(s[j][2] - baseB);
+            s[j][3] = exp2f(s[j][3] - baseB);
+            sumA += s[j][0] + s[j][1];
+            sumB += s[j][2] + s[j][3];
+        }
+        lA = lA * alphaA + sumA;
+        lB = lB * alphaB + sumB;
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            o[i][0] *= alphaA;
+            o[i][1] *= alphaA;
+            o[i][2] *= alphaB;
+            o[i][3] *= alphaB;
+        }
+
+        // O += P V. The accumulator layout of S (rows g, g+8; key pairs 2q) is the A
+        // operand layout of the next mma, so P goes from registers to the tensor
+        // cores without shared memory: k-step ks covers keys 16 ks .. 16 ks + 15.
+#pragma unroll
+        for (int ks = 0; ks < BC / 16; ks++) {
+            uint32_t pa[4];
+            pa[0] = pack_bf16x2(s[2 * ks][0], s[2 * ks][1]);
+            pa[1] = pack_bf16x2(s[2 * ks][2], s[2 * ks][3]);
+            pa[2] = pack_bf16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+            pa[3] = pack_bf16x2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t vb[4]; // keys 0-7 / 8-15 (lane bit 3) x d 0-7 / 8-15 (bit 4), transposed
+                ldmatrix_x4_trans(vb, Vt + (ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS +
+                                          dp * 16 + (lane >> 4) * 8);
+                mma_bf16_16816(o[2 * dp], pa, vb[0], vb[1]);
+                mma_bf16_16816(o[2 * dp + 1], pa, vb[2], vb[3]);
+            }
+        }
+        __syncthreads(); // all warps are done with this tile before it is refilled
+    }
+
+    // The quad's shares of l make the row's l (alpha was uniform across the quad).
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        lA += __shfl_xor_sync(CUDA_FULL_MASK, lA, off);
+        lB += __shfl_xor_sync(CUDA_FULL_MASK, lB, off);
+    }
+    if (a.n_split == 1) {
+        const float invA = lA > 0.0f ? 1.0f / lA : 0.0f, invB = lB > 0.0f ? 1.0f / lB : 0.0f;
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            const int d = i * 8 + qd * 2;
+            if (rowA < a.T)
+                *reinterpret_cast<uint32_t *>(a.out + ((size_t)rowA * a.H + h) * D + d) =
+                    pack_bf16x2(o[i][0] * invA, o[i][1] * invA);
+            if (rowB < a.T)
+                *reinterpret_cast<uint32_t *>(a.out + ((size_t)rowB * a.H + h) * D + d) =
+                    pack_bf16x2(o[i][2] * invB, o[i][3] * invB);
+        }
+    } else {
+        const size_t prA = ((size_t)split * a.T + rowA) * a.H + h;
+        const size_t prB = ((size_t)split * a.T + rowB) * a.H + h;
+        if (qd == 0 && rowA < a.T) a.part_ml[prA] = make_float2(mA, lA);
+        if (qd == 0 && rowB < a.T) a.part_ml[prB] = make_float2(mB, lB);
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            const int d = i * 8 + qd * 2;
+            if (rowA < a.T)
+                *reinterpret_cast<float2 *>(a.part_o + prA * D + d) = make_float2(o[i][0], o[i][1]);
+            if (rowB < a.T)
+                *reinterpret_cast<float2 *>(a.part_o + prB * D + d) = make_float2(o[i][2], o[i][3]);
+        }
+    }
+}
+
+template <int D, int STAGES>
+snp_status launch(cuda_ctx *c, const attn_args *a, const cuda_attn_plan *p) {
+    const size_t smem = smem_bytes<D, STAGES>();
+    TRY(cuda_shared_optin(c, (const void *)attn_mma_kernel<D, STAGES>, smem, "attention (mma)"));
+    const dim3 grid((unsigned)p->grid_x, (unsigned)p->grid_y, (unsigned)p->n_split);
+    attn_mma_kernel<D, STAGES><<<grid, NTHREADS, smem, c->stream>>>(*a);
+    CUDA_LAUNCHED("attn_mma_kernel");
+    return SNP_OK;
+}
+
+} // namespace
+
+snp_status attn_launch_mma(cuda_ctx *c, const attn_args *a, const cuda_attn_plan *p) {
+    switch (a->D) {
+    case 64:
+        return launch<64, 2>(c, a, p);
+    case 128:
+        return launch<128, 2>(c, a, p);
+    case 256: // 2 stages would need 165 KiB, over sm_80's 163 KiB per block
+        return launch<256, 1>(c, a, p);
+    default:
+        return snp_fail(SNP_ERR_INTERNAL, "cuda: attention (mma): no kernel for D = %d", a->D);
+    }
+}

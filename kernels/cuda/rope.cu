@@ -1,0 +1,65 @@
+// rope: rotary position embedding in place on bf16 [T, H, D], both pairings
+// (NEOX halves, PAIRS adjacent). Positions and inv_freq come from the host per
+// call through the context's staging ring (a few hundred bytes).
+#include <math.h>
+
+#include "cuda_device.h"
+#include "cuda_internal.h"
+
+enum { ROPE_THREADS = 256, ROPE_MAX_D = 8192 };
+
+// rope: x[t,h,:] rotated by angle pos[t] * inv_freq[i] for pair i < D/2;
+// NEOX pairs (i, i + D/2), PAIRS pairs (2i, 2i + 1); out_a = a cos - b sin,
+// out_b = b cos + a sin, in fp32, rounded once to bf16.
+// x: [T, H, D] bf16; pos: [T] int32 and inv_freq: [D/2] fp32, device copies.
+// Numerics as the CPU backend: the angle is one fp32 product, then sincosf (the
+// accurate one, with full range reduction: positions reach 10^6 radians).
+// grid (T), block 256, dynamic shared memory D floats (cos, sin of each pair).
+__global__ void __launch_bounds__(ROPE_THREADS)
+    rope_kernel(bf16 *x, const int32_t *pos, const float *inv_freq, int H, int D, int neox) {
+    extern __shared__ float rope_cs[]; // [D/2] cos, then [D/2] sin
+    const int half = D / 2, t = blockIdx.x;
+    float *cs = rope_cs, *sn = rope_cs + half;
+    const float p = (float)pos[t];
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
+        sincosf(p * inv_freq[i], &sn[i], &cs[i]);
+    __syncthreads(); // all angles are in shared memory before any thread rotates
+    bf16 *xt = x + (size_t)t * H * D;
+    for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
+        const int h = j / half, i = j % half;
+        bf16 *v = xt + (size_t)h * D;
+        const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        const float a = __bfloat162float(v[ia]), b = __bfloat162float(v[ib]);
+        v[ia] = __float2bfloat16_rn(a * cs[i] - b * sn[i]);
+        v[ib] = __float2bfloat16_rn(b * cs[i] + a * sn[i]);
+    }
+}
+
+snp_status cuda_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
+                     const rope_params *rp) {
+    cuda_ctx *c = (cuda_ctx *)ctx;
+    if (!c || !x || !pos || !rp || !rp->inv_freq)
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: rope: NULL %s",
+                        !c     ? "ctx"
+                        : !x   ? "x"
+                        : !pos ? "pos"
+                        : !rp  ? "rope params"
+                               : "inv_freq");
+    if (T <= 0 || H <= 0 || D <= 0 || D % 2 != 0 || D > ROPE_MAX_D)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cuda: rope: T = %d, H = %d, D = %d: all must be positive, D even and at "
+                        "most %d",
+                        T, H, D, ROPE_MAX_D);
+    if ((int64_t)H * (D / 2) > INT32_MAX)
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: rope: H = %d x D = %d overflows", H, D);
+    if ((unsigned)rp->mode >= ROPE_MODE_COUNT)
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: rope: unknown mode %d", (int)rp->mode);
+    TRY(cuda_ctx_enter(c));
+    void *d_pos = NULL, *d_freq = NULL;
+    TRY(cuda_stage(c, pos, sizeof(int32_t) * (size_t)T, &d_pos));
+    TRY(cuda_stage(c, rp->inv_freq, sizeof(float) * (size_t)(D / 2), &d_freq));
+    rope_kernel<<<T, ROPE_THREADS, sizeof(float) * (size_t)D, c->stream>>>(
+        (bf16 *)x, (const int32_t *)d_pos, (const float *)d_freq, H, D, rp->mode == ROPE_MODE_NEOX);
+    CUDA_LAUNCHED("rope_kernel");
+    return SNP_OK;
+}

@@ -1,5 +1,6 @@
 // cmd_bench: `snaptp bench`: prefill and decode tokens/s at given prompt lengths
-// on random token ids (as llama-bench does), repeated, one result per length.
+// on random token ids (as llama-bench does), repeated, one result per length, with
+// the full KV cache or SnapKV's compressed one.
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include "../runtime/engine.h"
 #include "../runtime/forward.h"
 #include "../runtime/kv_cache.h"
+#include "../runtime/memory_plan.h"
 #include "../runtime/sampler.h"
 #include "args.h"
 #include "commands.h"
@@ -20,6 +22,7 @@ typedef struct bench_result {
     int prompt_tokens, gen_tokens, repeat;
     double prefill_mean, prefill_std; // tokens/s
     double decode_mean, decode_std;   // tokens/s
+    size_t kv_bytes;                  // the decode cache of this rank
 } bench_result;
 
 static int parse_lengths(const char *s, int *out, int max) {
@@ -47,7 +50,7 @@ static void mean_std(const double *x, int n, double *mean, double *std) {
 // bench_one: r repetitions of "prefill N random tokens, then decode G tokens"
 // (greedy). N == 0 decodes G tokens after a single start token, as llama-bench's tg.
 static snp_status bench_one(model *m, forward_ctx *f, int N, int G, int repeat,
-                            bench_result *out) {
+                            kv_policy policy, const snapkv_params *snap, bench_result *out) {
     const model_config *c = &m->cfg;
     snp_status st = SNP_OK;
     double pp[64], tg[64];
@@ -70,13 +73,18 @@ static snp_status bench_one(model *m, forward_ctx *f, int N, int G, int repeat,
         rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
         ids[i] = (int32_t)(rng % (uint64_t)c->n_vocab);
     }
-    TRY_GOTO(st, kv_cache_init(m->be, c->n_layers, m->n_kv_heads_local, c->head_dim, n_prompt + G,
-                               &kv),
+    const int snap_on = policy == KV_POLICY_SNAPKV && N > 0;
+    if (snap_on) TRY_GOTO(st, snapkv_check_prompt(snap, n_prompt), done);
+    const int rows = snap_on ? snapkv_rows_kept(snap, n_prompt) : n_prompt;
+    TRY_GOTO(st, kv_cache_init(m->be, c->n_layers, m->n_kv_heads_local, c->head_dim, rows + G, &kv),
              done);
+    out->kv_bytes = kv_cache_bytes(m->be, c->n_layers, m->n_kv_heads_local, c->head_dim, rows + G);
     for (int r = 0; r < repeat; r++) {
         kv->n_keys = 0;
         double t0 = engine_now_s();
-        TRY_GOTO(st, forward_run(f, kv, ids, n_prompt, 0, 0, logits), done);
+        if (snap_on)
+            TRY_GOTO(st, forward_prefill_snapkv(f, kv, ids, n_prompt, snap, NULL, logits), done);
+        else TRY_GOTO(st, forward_run(f, kv, ids, n_prompt, 0, 0, logits), done);
         double t1 = engine_now_s();
         pp[r] = n_prompt / (t1 - t0);
         for (int g = 0; g < G; g++) {
@@ -101,6 +109,9 @@ int cmd_bench(int argc, char **argv) {
     session_options so = {.backend_name = "cpu"};
     const char *lengths_arg = "512";
     int gen = 128, repeat = 3, json = 0, chunk = 512;
+    const char *policy_name = "full", *pooling = "max";
+    snapkv_params snap = snapkv_params_default();
+    kv_policy policy = KV_POLICY_FULL;
     const arg_spec specs[] = {
         {"--model", ARG_STRING, &so.model_path, "PATH", "GGUF file or safetensors directory", NULL},
         {"--prompt-tokens", ARG_STRING, &lengths_arg, "N,N,..",
@@ -110,6 +121,11 @@ int cmd_bench(int argc, char **argv) {
         {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: all cores)", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
         {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
+        {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV policy (full)", NULL},
+        {"--window", ARG_INT, &snap.window, "N", "SnapKV window (32)", NULL},
+        {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows per KV head (2048)", NULL},
+        {"--kernel", ARG_INT, &snap.kernel, "N", "SnapKV pooling kernel (7)", NULL},
+        {"--pooling", ARG_STRING, &pooling, "avg|max", "SnapKV pooling (max)", NULL},
         {"--json", ARG_FLAG, &json, NULL, "one JSON object per length on stdout", NULL},
     };
     const int n_specs = sizeof specs / sizeof specs[0];
@@ -127,6 +143,9 @@ int cmd_bench(int argc, char **argv) {
     snp_status st = session_init_comm(&argc, &argv, &s);
     forward_ctx *f = NULL;
     if (st != SNP_OK) goto done;
+    if ((st = kv_policy_parse(policy_name, &policy)) != SNP_OK) goto done;
+    if ((st = snapkv_pooling_parse(pooling, &snap.pooling)) != SNP_OK) goto done;
+    if (policy == KV_POLICY_SNAPKV && (st = snapkv_params_validate(&snap)) != SNP_OK) goto done;
     if ((st = session_open(&so, &s)) != SNP_OK) goto done;
     if ((st = forward_init(s.m, chunk, &f)) != SNP_OK) goto done;
     if ((st = forward_set_comm(f, s.comm)) != SNP_OK) goto done;
@@ -138,7 +157,7 @@ int cmd_bench(int argc, char **argv) {
                "decode tokens/s");
     for (int i = 0; i < n_lengths; i++) {
         bench_result r = {0};
-        if ((st = bench_one(s.m, f, lengths[i], gen, repeat, &r)) != SNP_OK) goto done;
+        if ((st = bench_one(s.m, f, lengths[i], gen, repeat, policy, &snap, &r)) != SNP_OK) goto done;
         if (!root) continue;
         if (json) {
             cJSON *o = cJSON_CreateObject();
@@ -149,6 +168,13 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "prompt_tokens", r.prompt_tokens);
             cJSON_AddNumberToObject(o, "gen_tokens", r.gen_tokens);
             cJSON_AddNumberToObject(o, "repeat", r.repeat);
+            cJSON_AddStringToObject(o, "kv_policy", kv_policy_name(policy));
+            if (policy == KV_POLICY_SNAPKV) {
+                cJSON_AddNumberToObject(o, "window", snap.window);
+                cJSON_AddNumberToObject(o, "budget", snap.budget);
+            }
+            cJSON_AddNumberToObject(o, "kv_bytes", (double)r.kv_bytes);
+            cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)memory_peak_rss_bytes());
             if (r.prompt_tokens > 0) {
                 cJSON_AddNumberToObject(o, "prefill_tokens_per_s", r.prefill_mean);
                 cJSON_AddNumberToObject(o, "prefill_tokens_per_s_std", r.prefill_std);

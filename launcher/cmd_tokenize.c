@@ -29,7 +29,7 @@ static void usage(FILE *to, const char *cmd) {
     fprintf(to,
             "usage: snaptp tokenize (--model PATH | --tokenizer PATH) [options] < text\n"
             "  Reads UTF-8 text from stdin and prints its token ids, one per line.\n"
-            "  --model PATH      a .gguf file or a model directory holding tokenizer.json\n"
+            "  --model PATH      a .gguf file, or a model directory (tokenizer.json or one .gguf)\n"
             "  --tokenizer PATH  a tokenizer.json (or .json.gz) or a directory holding one\n"
             "  --json            print the ids as one JSON array\n"
             "  --pieces          print 'id<TAB>piece' per line (piece JSON-escaped)\n"

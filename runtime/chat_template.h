@@ -15,7 +15,9 @@ snp_status chat_template_family(const tokenizer *t, const char **out_name);
 
 // chat_template_apply: exactly what transformers' apply_chat_template([system?, user],
 // add_generation_prompt=True, tokenize=False) gives for the model. `system` may be NULL
-// (a template's default system prompt then applies). *out_text is malloc'd.
+// (a template's default system prompt then applies). *out_text is malloc'd. When the
+// template writes the BOS token itself (Llama 3), the text starts with it: encode it
+// with add_bos = 0.
 snp_status chat_template_apply(const tokenizer *t, const char *system, const char *user,
                                char **out_text);
 

@@ -13,8 +13,8 @@
 typedef struct tokenizer tokenizer;
 
 // tokenizer_load: `path` is a .gguf file, a tokenizer.json (optionally gzip-compressed,
-// .json.gz) or a directory holding tokenizer.json / tokenizer.json.gz. On success *out
-// owns everything it needs (no reference to the file is kept).
+// .json.gz) or a directory holding tokenizer.json / tokenizer.json.gz (or else exactly
+// one .gguf). On success *out owns everything it needs (no reference to the file is kept).
 snp_status tokenizer_load(const char *path, tokenizer **out);
 
 // tokenizer_load_json: a Hugging Face tokenizer.json (or .json.gz). A
@@ -80,6 +80,7 @@ typedef struct tokenizer_stream {
     unsigned char pending[4]; // an incomplete UTF-8 sequence carried to the next id
     int n_pending;
     int strip_left; // leading spaces still to strip (SentencePiece decoders strip one)
+    int n_fed;      // 0 until the first id (a Metaspace decoder treats it apart)
 } tokenizer_stream;
 
 void tokenizer_stream_init(tokenizer_stream *s, const tokenizer *t);

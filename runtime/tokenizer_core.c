@@ -4,12 +4,12 @@
 #include "tokenizer_internal.h"
 
 #include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zlib.h>
 
 const char *const tok_re_gpt2 =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -142,6 +142,41 @@ static const char *const eog_names[] = {
     "<|eot_id|>",    "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>",
     "<end_of_turn>", "<|end|>",    "</s>",       "<EOT>"};
 
+static int has_meta_at(const char *s, size_t n, int at_end) {
+    return n >= 3 && memcmp(at_end ? s + n - 3 : s, "\xE2\x96\x81", 3) == 0;
+}
+
+// Whether a SentencePiece text may be cut into words before each '▁' that follows
+// another character (see tokenizer.spm_cut_words): true when no merge pair has a left
+// side that does not end in '▁' and a right side that starts with '▁'.
+static snp_status spm_check_cut(tokenizer *t) {
+    t->spm_cut_words = 0;
+    if (t->model != TOK_MODEL_SPM_BPE || t->n_splits > 0 || !t->merges.keys) return SNP_OK;
+    uint32_t *off = calloc((size_t)t->n_vocab, sizeof *off);
+    uint32_t *len = calloc((size_t)t->n_vocab, sizeof *len);
+    if (!off || !len) {
+        free(off);
+        free(len);
+        return snp_fail(SNP_ERR_MEMORY, "tokenizer: out of memory");
+    }
+    for (uint32_t e = 0; e < t->vocab.n; e++) {
+        off[t->vocab.ents[e].val] = t->vocab.ents[e].off;
+        len[t->vocab.ents[e].val] = t->vocab.ents[e].len;
+    }
+    int ok = 1;
+    for (uint32_t i = 0; ok && i <= t->merges.mask; i++) {
+        uint64_t k = t->merges.keys[i];
+        if (k == UINT64_MAX) continue;
+        uint32_t l = (uint32_t)(k >> 32), r = (uint32_t)k;
+        const char *ks = t->vocab.keys.p;
+        if (!has_meta_at(ks + off[l], len[l], 1) && has_meta_at(ks + off[r], len[r], 0)) ok = 0;
+    }
+    free(off);
+    free(len);
+    t->spm_cut_words = ok;
+    return SNP_OK;
+}
+
 snp_status tok_finish(tokenizer *t, const char *what) {
     snp_status st = SNP_OK;
     tok_buf norm = {0};
@@ -162,6 +197,7 @@ snp_status tok_finish(tokenizer *t, const char *what) {
                 t->attr[a->id] |= TOK_ATTR_EOG;
     }
     if (t->eos_id >= 0) t->attr[t->eos_id] |= TOK_ATTR_EOG;
+    TRY_GOTO(st, spm_check_cut(t), done);
     snprintf(t->desc, sizeof t->desc,
              "%s BPE, %d tokens, %u merges, %zu added, bos %d, eos %d, add_bos %d (%s)",
              t->model == TOK_MODEL_BYTE_BPE ? "byte-level" : "SentencePiece", t->n_vocab,
@@ -251,42 +287,26 @@ int32_t tokenizer_find(const tokenizer *t, const char *text) {
 }
 
 // ---- files ---------------------------------------------------------------------------
-// zlib is opened at run time: only tokenizer.json.gz needs it, and the build does not
-// link it.
-typedef void *(*gzopen_fn)(const char *, const char *);
-typedef int (*gzread_fn)(void *, void *, unsigned);
-typedef int (*gzclose_fn)(void *);
-
+// ../shared/tokenizers ships gzip-compressed tokenizer.json files: zlib reads them.
 static snp_status read_gzip(const char *path, tok_buf *out) {
-    void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!z)
-        return snp_fail(SNP_ERR_UNSUPPORTED,
-                        "%s: gzip-compressed, and zlib (libz.so.1) cannot be loaded: %s", path,
-                        dlerror());
     snp_status st = SNP_OK;
-    gzopen_fn zopen = (gzopen_fn)dlsym(z, "gzopen");
-    gzread_fn zread = (gzread_fn)dlsym(z, "gzread");
-    gzclose_fn zclose = (gzclose_fn)dlsym(z, "gzclose");
-    void *gz = zopen && zread && zclose ? zopen(path, "rb") : NULL;
-    if (!gz) {
-        st = snp_fail(SNP_ERR_IO, "%s: cannot open as gzip", path);
-        goto done;
-    }
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) return snp_fail(SNP_ERR_IO, "%s: cannot open as gzip: %s", path, strerror(errno));
     for (;;) {
-        TRY_GOTO(st, tok_buf_reserve(out, 1 << 20), done_gz);
-        int got = zread(gz, out->p + out->n, (unsigned)(out->cap - out->n - 1));
+        TRY_GOTO(st, tok_buf_reserve(out, 1 << 20), done);
+        int got = gzread(gz, out->p + out->n, (unsigned)(out->cap - out->n - 1));
         if (got < 0) {
-            st = snp_fail(SNP_ERR_FORMAT, "%s: corrupt gzip data after %zu bytes", path, out->n);
-            goto done_gz;
+            int zerr = 0;
+            st = snp_fail(SNP_ERR_FORMAT, "%s: corrupt gzip data after %zu bytes: %s", path,
+                          out->n, gzerror(gz, &zerr));
+            goto done;
         }
         if (got == 0) break;
         out->n += (size_t)got;
     }
     out->p[out->n] = '\0';
-done_gz:
-    zclose(gz);
 done:
-    dlclose(z);
+    gzclose(gz);
     return st;
 }
 
@@ -299,31 +319,28 @@ snp_status tok_read_file(const char *path, char **out, size_t *out_n) {
     size_t got = fread(magic, 1, 2, f);
     if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
         fclose(f);
-        TRY_GOTO(st, read_gzip(path, &b), fail);
-        goto ok;
+        f = NULL;
+        TRY_GOTO(st, read_gzip(path, &b), done);
+        goto done;
     }
-    TRY_GOTO(st, tok_buf_append(&b, magic, got), fail_f);
+    TRY_GOTO(st, tok_buf_append(&b, magic, got), done);
     for (;;) {
-        TRY_GOTO(st, tok_buf_reserve(&b, 1 << 20), fail_f);
+        TRY_GOTO(st, tok_buf_reserve(&b, 1 << 20), done);
         size_t n = fread(b.p + b.n, 1, b.cap - b.n - 1, f);
         b.n += n;
         if (n == 0) break;
     }
-    if (ferror(f)) {
-        st = snp_fail(SNP_ERR_IO, "%s: read error: %s", path, strerror(errno));
-        goto fail_f;
-    }
-    fclose(f);
     b.p[b.n] = '\0';
-ok:
+    if (ferror(f)) st = snp_fail(SNP_ERR_IO, "%s: read error: %s", path, strerror(errno));
+done:
+    if (f) fclose(f);
+    if (st != SNP_OK) {
+        free(b.p);
+        return st;
+    }
     *out = b.p;
     *out_n = b.n;
     return SNP_OK;
-fail_f:
-    fclose(f);
-fail:
-    free(b.p);
-    return st;
 }
 
 static int file_exists(const char *path) {
@@ -351,8 +368,20 @@ snp_status tokenizer_load(const char *path, tokenizer **out) {
             snprintf(buf, sizeof buf, "%s/%s", path, names[i]);
             if (file_exists(buf)) return tokenizer_load_json(buf, out);
         }
-        return snp_fail(SNP_ERR_IO, "%s: directory holds no tokenizer.json or tokenizer.json.gz",
-                        path);
+        // No tokenizer.json: a directory holding exactly one .gguf is that model.
+        DIR *d = opendir(path);
+        int n_gguf = 0;
+        for (struct dirent *e = d ? readdir(d) : NULL; e; e = readdir(d)) {
+            size_t n = strlen(e->d_name);
+            if (n > 5 && strcmp(e->d_name + n - 5, ".gguf") == 0) {
+                if (n_gguf++ == 0) snprintf(buf, sizeof buf, "%s/%s", path, e->d_name);
+            }
+        }
+        if (d) closedir(d);
+        if (n_gguf == 1 && file_exists(buf)) return load_gguf_path(buf, out);
+        return snp_fail(SNP_ERR_IO,
+                        "%s: directory holds no tokenizer.json or tokenizer.json.gz, and %s", path,
+                        n_gguf ? "more than one .gguf file" : "no .gguf file");
     }
     FILE *f = fopen(path, "rb");
     if (!f) return snp_fail(SNP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));

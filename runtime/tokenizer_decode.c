@@ -56,11 +56,21 @@ static snp_status utf8_lossy(const unsigned char *s, size_t n, int final, tok_bu
     return SNP_OK;
 }
 
-static snp_status append_piece(const tokenizer *t, int32_t id, tok_buf *raw) {
+// Appends id's piece; for the first token under a Metaspace decoder without the spaces
+// its '▁' became (vocabulary pieces hold no other spaces; a <0x20> byte token keeps its).
+static snp_status append_piece(const tokenizer *t, int32_t id, int first, tok_buf *raw) {
     if (id < 0 || id >= t->n_vocab)
         return snp_fail(SNP_ERR_ARGUMENT, "tokenizer: id %d is outside the vocabulary (0..%d)", id,
                         t->n_vocab - 1);
-    return tok_buf_append(raw, t->pieces.p + t->piece_off[id], t->piece_len[id]);
+    const char *p = t->pieces.p + t->piece_off[id];
+    size_t n = t->piece_len[id];
+    int byte_token = n == 1 && t->dec_bytes && t->byte_id[(uint8_t)p[0]] == id;
+    if (!first || !t->dec_first_drop || byte_token) return tok_buf_append(raw, p, n);
+    TRY(tok_buf_reserve(raw, n + 1));
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ') raw->p[raw->n++] = p[i];
+    raw->p[raw->n] = '\0';
+    return SNP_OK;
 }
 
 snp_status tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n_ids, char **out_text,
@@ -72,7 +82,7 @@ snp_status tokenizer_decode(const tokenizer *t, const int32_t *ids, size_t n_ids
     TRY_GOTO(st, tok_buf_reserve(&raw, 1), done);
     raw.p[0] = '\0';
     for (size_t i = 0; i < n_ids; i++)
-        TRY_GOTO(st, append_piece(t, ids[i], &raw), done);
+        TRY_GOTO(st, append_piece(t, ids[i], i == 0, &raw), done);
     size_t skip = 0;
     while (skip < (size_t)t->dec_strip_space && skip < raw.n && raw.p[skip] == ' ')
         skip++;
@@ -133,10 +143,15 @@ snp_status tokenizer_stream_feed(tokenizer_stream *s, int32_t id, const char **o
     const tokenizer *t = s->tok;
     *out = "";
     *out_n = 0;
-    if (id < 0 || id >= t->n_vocab)
-        return snp_fail(SNP_ERR_ARGUMENT, "tokenizer: id %d is outside the vocabulary (0..%d)", id,
-                        t->n_vocab - 1);
-    return stream_emit(s, t->pieces.p + t->piece_off[id], t->piece_len[id], 0, out, out_n);
+    int first = s->n_fed == 0;
+    s->n_fed = 1;
+    if (!first || !t->dec_first_drop)
+        return stream_emit(s, t->pieces.p + t->piece_off[id], t->piece_len[id], 0, out, out_n);
+    tok_buf piece = {0};
+    snp_status st = append_piece(t, id, 1, &piece);
+    if (st == SNP_OK) st = stream_emit(s, piece.p ? piece.p : "", piece.n, 0, out, out_n);
+    free(piece.p);
+    return st;
 }
 
 snp_status tokenizer_stream_flush(tokenizer_stream *s, const char **out, size_t *out_n) {

@@ -14,6 +14,8 @@ typedef struct enc_ctx {
     pcre2_match_data *md[TOK_MAX_SPLITS];
     tok_buf norm;   // the normalized segment
     tok_buf prefix; // a segment with the ByteLevel prefix space
+    tok_buf meta;   // a segment after the Metaspace rewrite
+    int seg_first;  // the current segment starts at byte 0 of the input (Metaspace "first")
     tok_bpe_ctx bpe;
 } enc_ctx;
 
@@ -110,10 +112,25 @@ done:
 
 // ---- pre-tokenizer --------------------------------------------------------------------
 
+// A SentencePiece text cut before each '▁' that follows another character (only when
+// tokenizer.spm_cut_words says no merge crosses such a cut).
+static snp_status spm_words(enc_ctx *c, const char *s, size_t n) {
+    size_t start = 0;
+    for (size_t i = 1; i + 3 <= n; i++) {
+        if (memcmp(s + i, "\xE2\x96\x81", 3) != 0) continue;
+        if (i >= 3 && memcmp(s + i - 3, "\xE2\x96\x81", 3) == 0) continue;
+        TRY(tok_bpe_word(c->t, &c->bpe, s + start, i - start, c->out));
+        start = i;
+        i += 2;
+    }
+    return tok_bpe_word(c->t, &c->bpe, s + start, n - start, c->out);
+}
+
 static snp_status split_step(enc_ctx *c, int step, const char *s, size_t n) {
     const tokenizer *t = c->t;
     if (n == 0) return SNP_OK;
-    if (step == t->n_splits) return tok_bpe_word(t, &c->bpe, s, n, c->out);
+    if (step == t->n_splits)
+        return t->spm_cut_words ? spm_words(c, s, n) : tok_bpe_word(t, &c->bpe, s, n, c->out);
     const tok_split *sp = &t->splits[step];
     pcre2_match_data *md = c->md[step];
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
@@ -142,8 +159,34 @@ static snp_status split_step(enc_ctx *c, int step, const char *s, size_t n) {
     return SNP_OK;
 }
 
+// Metaspace: ' ' -> '▁', '▁' prepended per the scheme, then (split) cut before every
+// '▁' ("MergedWithNext": "a▁▁b" -> "a", "▁", "▁b").
+static snp_status metaspace(enc_ctx *c, const char *s, size_t n) {
+    const tokenizer *t = c->t;
+    c->meta.n = 0;
+    int prepend =
+        t->meta_prepend == TOK_META_ALWAYS || (t->meta_prepend == TOK_META_FIRST && c->seg_first);
+    // HF replaces first, then prepends unless the text now starts with '▁'.
+    if (prepend && !(n >= 3 && memcmp(s, "\xE2\x96\x81", 3) == 0) && s[0] != ' ')
+        TRY(tok_buf_append(&c->meta, "\xE2\x96\x81", 3));
+    TRY(tok_buf_reserve(&c->meta, n + 1));
+    TRY(replace_all(s, n, " ", "\xE2\x96\x81", &c->meta));
+    s = c->meta.p;
+    n = c->meta.n;
+    if (!t->meta_split) return split_step(c, 0, s, n);
+    size_t start = 0;
+    for (size_t i = 1; i + 3 <= n; i++) {
+        if (memcmp(s + i, "\xE2\x96\x81", 3) != 0) continue;
+        TRY(split_step(c, 0, s + start, i - start));
+        start = i;
+        i += 2;
+    }
+    return split_step(c, 0, s + start, n - start);
+}
+
 static snp_status pretokenize(enc_ctx *c, const char *s, size_t n) {
     if (n == 0) return SNP_OK;
+    if (c->t->meta_pretok) return metaspace(c, s, n);
     if (c->t->add_prefix_space && s[0] != ' ') {
         c->prefix.n = 0;
         TRY(tok_buf_append(&c->prefix, " ", 1));
@@ -180,10 +223,16 @@ static int is_ws(uint32_t c) {
            c == 0x205F || c == 0x3000;
 }
 
+// Rust regex's Unicode \w, which HF's single_word check uses: Alphabetic, marks,
+// decimal digits, connector punctuation, ZWNJ/ZWJ. Alphabetic is the letters, Nl and
+// Other_Alphabetic (mostly marks; the circled/squared letters spelled out).
 static int is_word_char(uint32_t c) {
     utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);
-    return c == '_' || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
-           (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
+    return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_ME) || // L*, M*
+           cat == UTF8PROC_CATEGORY_ND || cat == UTF8PROC_CATEGORY_NL ||
+           cat == UTF8PROC_CATEGORY_PC || c == 0x200C || c == 0x200D ||
+           (c >= 0x24B6 && c <= 0x24E9) || (c >= 0x1F130 && c <= 0x1F149) ||
+           (c >= 0x1F150 && c <= 0x1F169) || (c >= 0x1F170 && c <= 0x1F189);
 }
 
 // Longest added token starting at s[i], or -1; *end is where it stops.
@@ -210,6 +259,7 @@ static snp_status encode_normalized(enc_ctx *c, const char *s, size_t n);
 static snp_status split_added(enc_ctx *c, const tok_trie *tr, const char *s, size_t n, int raw) {
     const tokenizer *t = c->t;
     size_t start_off = 0, i = 0;
+    int outer_first = raw || c->seg_first; // does s itself start the input?
     while (i < n) {
         if (!tr->first[(uint8_t)s[i]]) {
             i++;
@@ -239,12 +289,14 @@ static snp_status split_added(enc_ctx *c, const tok_trie *tr, const char *s, siz
                 int len = tok_utf8_len((uint8_t)s[stop]);
                 stop += len ? (size_t)len : 1;
             }
+        c->seg_first = outer_first && start_off == 0;
         if (start > start_off)
             TRY(raw ? encode_normalized(c, s + start_off, start - start_off)
                     : pretokenize(c, s + start_off, start - start_off));
         TRY(tok_ids_push(c->out, a->id));
         start_off = i = stop;
     }
+    c->seg_first = outer_first && start_off == 0;
     if (start_off < n)
         TRY(raw ? encode_normalized(c, s + start_off, n - start_off)
                 : pretokenize(c, s + start_off, n - start_off));
@@ -276,7 +328,7 @@ snp_status tokenizer_encode(const tokenizer *t, const char *text, size_t n_bytes
                         (unsigned)(uint8_t)text[valid], valid);
     snp_status st = SNP_OK;
     tok_ids out = {0};
-    enc_ctx c = {.t = t, .out = &out};
+    enc_ctx c = {.t = t, .out = &out, .seg_first = 1};
     for (int k = 0; k < t->n_splits; k++) {
         c.md[k] = pcre2_match_data_create_from_pattern(t->splits[k].re, NULL);
         if (!c.md[k]) {
@@ -299,6 +351,7 @@ done:
         pcre2_match_data_free(c.md[k]);
     free(c.norm.p);
     free(c.prefix.p);
+    free(c.meta.p);
     tok_bpe_ctx_free(&c.bpe);
     return st;
 }

@@ -108,6 +108,7 @@ typedef struct tok_norm_op {
 } tok_norm_op;
 
 enum { TOK_MAX_NORM_OPS = 8, TOK_MAX_SPLITS = 6 };
+enum { TOK_META_NEVER, TOK_META_ALWAYS, TOK_META_FIRST };
 
 typedef struct tok_split {
     pcre2_code *re;
@@ -146,10 +147,18 @@ struct tokenizer {
     tok_split splits[TOK_MAX_SPLITS];
     int n_splits;
     int add_prefix_space; // byte-level: prepend ' ' to each piece that lacks one
+    // Metaspace pre-tokenizer: ' ' -> '▁', then '▁' prepended (never / always / only to
+    // the text's first segment), then cut before every '▁' when meta_split.
+    int meta_pretok, meta_prepend, meta_split;
+    // SentencePiece text is one word to HF; when no merge joins a symbol ending in a
+    // non-'▁' character to one starting with '▁', cutting before each such '▁' gives
+    // the same ids, and the short words can use the cache (set by tok_finish).
+    int spm_cut_words;
 
     int dec_meta;        // character BPE decoder turns '▁' into ' '
     int dec_bytes;       // character BPE decoder turns <0xNN> into a byte (ByteFallback)
-    int dec_strip_space; // leading ' ' the decoder strips from the text (Strip, Metaspace)
+    int dec_strip_space; // leading ' ' the decoder strips from the text (Strip)
+    int dec_first_drop;  // Metaspace decoder: the first token's '▁' vanish instead of ' '
 
     int32_t bos_id, eos_id;
     int add_bos;

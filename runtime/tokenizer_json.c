@@ -101,6 +101,29 @@ static snp_status literal_regex(const char *s, tok_buf *out) {
     return tok_buf_append(out, "\\E", 2);
 }
 
+// Metaspace's replacement (only '▁') and prepend scheme (or the older add_prefix_space).
+static snp_status parse_metaspace(json_ctx *c, const cJSON *m, const char *field, int *prepend) {
+    const char *rep = str_field(m, "replacement");
+    if (rep && strcmp(rep, "\xE2\x96\x81") != 0)
+        return snp_fail(SNP_ERR_UNSUPPORTED, "%s: %s.replacement '%s' is not supported (only '▁')",
+                        c->path, field, rep);
+    const char *scheme = str_field(m, "prepend_scheme");
+    if (!scheme) {
+        *prepend = bool_field(m, "add_prefix_space", 1) ? TOK_META_ALWAYS : TOK_META_NEVER;
+    } else if (strcmp(scheme, "always") == 0) {
+        *prepend = TOK_META_ALWAYS;
+    } else if (strcmp(scheme, "first") == 0) {
+        *prepend = TOK_META_FIRST;
+    } else if (strcmp(scheme, "never") == 0) {
+        *prepend = TOK_META_NEVER;
+    } else {
+        char sub[160];
+        snprintf(sub, sizeof sub, "%s.prepend_scheme", field);
+        return unsupported(c, sub, scheme);
+    }
+    return SNP_OK;
+}
+
 static snp_status parse_pretok(json_ctx *c, const cJSON *p, const char *field) {
     if (!p || cJSON_IsNull(p)) return SNP_OK;
     tokenizer *t = c->t;
@@ -130,6 +153,16 @@ static snp_status parse_pretok(json_ctx *c, const cJSON *p, const char *field) {
             t->add_prefix_space = 1;
         }
         if (bool_field(p, "use_regex", 1)) return tok_compile_split(t, tok_re_gpt2, 0, c->path);
+        return SNP_OK;
+    }
+    if (strcmp(ty, "Metaspace") == 0) {
+        TRY(parse_metaspace(c, p, field, &t->meta_prepend));
+        if (t->n_splits > 0)
+            return snp_fail(SNP_ERR_UNSUPPORTED,
+                            "%s: %s: Metaspace after another pre-tokenizer is not supported",
+                            c->path, field);
+        t->meta_pretok = 1;
+        t->meta_split = bool_field(p, "split", 1);
         return SNP_OK;
     }
     if (strcmp(ty, "Digits") == 0) {
@@ -186,6 +219,13 @@ static snp_status parse_decoder(json_ctx *c, const cJSON *d, const char *field) 
         return SNP_OK;
     }
     if (strcmp(ty, "ByteLevel") == 0 || strcmp(ty, "Fuse") == 0) return SNP_OK;
+    if (strcmp(ty, "Metaspace") == 0) { // '▁' -> ' ', except in the first token: dropped
+        int prepend = TOK_META_ALWAYS;
+        TRY(parse_metaspace(c, d, field, &prepend));
+        t->dec_meta = 1;
+        t->dec_first_drop = prepend != TOK_META_NEVER;
+        return SNP_OK;
+    }
     if (strcmp(ty, "ByteFallback") == 0) {
         t->dec_bytes = 1;
         return SNP_OK;

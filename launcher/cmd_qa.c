@@ -166,6 +166,13 @@ int cmd_qa(int argc, char **argv) {
         st = snp_fail(SNP_ERR_ARGUMENT, "give --model (or a --config with one), --document and --question");
         goto done;
     }
+    if (rc.tp > 0 && s.comm && comm_size(s.comm) != rc.tp) {
+        st = snp_fail(SNP_ERR_ARGUMENT,
+                      "qa: the config asks for tp = %d ranks, the job has %d (run it with mpirun "
+                      "-np %d)",
+                      rc.tp, comm_size(s.comm), rc.tp);
+        goto done;
+    }
     TRY_GOTO(st, kv_policy_parse(rc.kv_policy, &req.policy), done);
     TRY_GOTO(st, snapkv_pooling_parse(rc.pooling, &req.snapkv.pooling), done);
     if (req.policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&req.snapkv), done);

@@ -98,8 +98,8 @@ if [ "$run_snaptp" = 1 ]; then
             if ! "$bin" bench --model "$gguf" --prompt-tokens "$prompt_tokens" \
                 --gen-tokens "$gen_tokens" --threads "$t" --repeat "$repeat" --json \
                 >"$log.out" 2>"$log"; then
-                note "skipping snaptp at $t threads: 'snaptp bench' failed; last lines of $log:"
-                tail -n 5 "$log" "$log.out" >&2
+                note "skipping snaptp at $t threads: 'snaptp bench' failed; its last output lines:"
+                tail -n 5 "$log" "$log.out" 2>/dev/null | grep -v '^==> ' | grep . >&2
                 continue
             fi
             # Keep only the JSON object lines; progress text may share stdout.

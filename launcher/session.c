@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../runtime/engine.h"
 
@@ -27,8 +28,16 @@ snp_status session_open_model(const session_options *opt, session *out) {
     if (!opt->model_path) return snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
     double t0 = engine_now_s();
     // One rank per GPU: the local rank picks the device (the backend wraps it
-    // around the devices it sees).
-    const backend_options bo = {.n_threads = opt->n_threads,
+    // around the devices it sees). On the CPU the ranks of one host share its
+    // cores: OpenMP's default of every core per rank oversubscribes them, and a
+    // descheduled thread stalls every op's barrier.
+    int n_threads = opt->n_threads;
+    const int local = out->comm ? comm_local_size(out->comm) : 1;
+    if (n_threads <= 0 && local > 1) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = cores > local ? (int)(cores / local) : 1;
+    }
+    const backend_options bo = {.n_threads = n_threads,
                                 .device = out->comm ? comm_local_rank(out->comm) : 0};
     TRY(backend_open(opt->backend_name ? opt->backend_name : "cpu", &bo, &out->be));
     const model_shard shard = session_shard(out);

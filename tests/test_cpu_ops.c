@@ -3,6 +3,7 @@
 // registry, memory, weight loading and the precondition errors.
 #include "../kernels/backend.h"
 #include "../kernels/cpu/cpu_backend.h"
+#include "support/test_support.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -16,19 +17,18 @@
 #define TOL_NORM      1e-6 // rms_norm, swiglu
 #define TOL_ROPE      1e-6 // cos/sin of the same fp32 angle, fp32 products
 
-static int n_pass, n_fail;
+static test_counts counts;
 
+// check: one comparison; prints it either way (the errors are the point), counts it.
+static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void check(int ok, const char *fmt, ...) {
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (ok)
-        n_pass++;
-    else
-        n_fail++;
+    if (ok) printf("ok   %s\n", msg);
+    test_check(&counts, ok, "%s", msg);
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -176,14 +176,22 @@ static void test_matmul(backend *be) {
         test_matmul_case(be, (dtype)t, 200, 576, 1, 1, 0);
         test_matmul_case(be, (dtype)t, 200, 576, 37, 0, 0);
     }
+    // Tails: K not a multiple of the vector width (floats), an odd block count (Q*).
+    for (int t = 0; t < DTYPE_COUNT; t++) {
+        int K = t <= DTYPE_BF16 ? 37 : 96;
+        test_matmul_case(be, (dtype)t, 40, K, 1, 0, 0);
+        test_matmul_case(be, (dtype)t, 40, K, 5, 1, 0);
+    }
     // SmolLM2's shapes, the decode and prefill paths.
     test_matmul_case(be, DTYPE_Q4_1, 1536, 576, 1, 0, 0);
     test_matmul_case(be, DTYPE_Q8_0, 576, 1536, 1, 0, 0);
     test_matmul_case(be, DTYPE_Q8_0, 576, 1536, 300, 0, 0);
     test_matmul_case(be, DTYPE_Q4_1, 64, 576, 257, 1, 0); // few panels: tokens split too
     test_matmul_case(be, DTYPE_F32, 64, 576, 257, 1, 0);
-    for (int t = DTYPE_Q8_0; t <= DTYPE_Q4_1; t++)
+    for (int t = DTYPE_Q8_0; t <= DTYPE_Q4_1; t++) {
         test_matmul_case(be, (dtype)t, 576, 1536, 1, 1, 1);
+        test_matmul_case(be, (dtype)t, 40, 96, 1, 0, 1); // odd block count
+    }
 }
 
 static void test_norm_elementwise(backend *be) {
@@ -342,7 +350,7 @@ static void expect_error(snp_status st, const char *what) {
 static void test_errors(backend *be) {
     const backend_ops *o = be->ops;
     void *ctx = be->ctx;
-    float buf[4096] = {0};
+    float buf[4096] = {0}, out[4096];
     weight_src src;
     float *ref;
     void *d = make_weight(DTYPE_Q8_0, 4, 64, 0, &src, &ref);
@@ -360,7 +368,8 @@ static void test_errors(backend *be) {
     expect_error(o->weight_load(ctx, &s2, &bad), "weight_load NULL data");
     expect_error(o->matmul(ctx, buf, buf, W, NULL, 0), "matmul T=0");
     expect_error(o->matmul(ctx, buf, NULL, W, NULL, 1), "matmul NULL x");
-    expect_error(o->matmul(ctx, buf, buf, W, W, 1), "matmul with a 4-row bias");
+    expect_error(o->matmul(ctx, buf, buf, W, NULL, 1), "matmul y == x");
+    expect_error(o->matmul(ctx, out, buf, W, W, 1), "matmul with a 4-row bias");
     expect_error(o->rms_norm(ctx, buf, buf, W, 1e-5f, 1, 64), "rms_norm with a 4-row weight");
     rope_params rp = {.mode = ROPE_MODE_NEOX, .inv_freq = buf};
     int32_t pos[2] = {0, 1};
@@ -407,6 +416,5 @@ int main(void) {
     test_errors(be);
     backend_close(be);
     backend_close(NULL);
-    printf("test_cpu_ops: %d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return test_finish(&counts, "test_cpu_ops");
 }

@@ -306,6 +306,8 @@ static void check_metadata(const gguf_file *f) {
           "scores");
     CHECK(gguf_get_arr_data(f, "t.ints", &data) == SNP_OK && memcmp(data, ints, sizeof ints) == 0,
           "ints");
+    // Both arrays sit at odd file offsets (475 and 521 in the v3 file): the reader copies them.
+    CHECK((uintptr_t)data % 4 == 0 && ((const int32_t *)data)[2] == 7, "ints aligned");
     CHECK(gguf_get_arr(f, "t.empty", &at, &n) == SNP_OK && n == 0 && at == GGUF_TYPE_UINT8,
           "empty array");
     CHECK(gguf_n_keys(f) == N_STD_KV, "key count %llu", (unsigned long long)gguf_n_keys(f));

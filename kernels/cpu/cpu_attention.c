@@ -1,9 +1,6 @@
-// cpu_attention: causal GQA attention on the CPU, flash-style: each work item
-// takes the queries of one KV head's group for a tile of tokens, walks the keys
-// in blocks with an online softmax (running max m, sum l, rescaled O) and never
-// holds more than a rows x ATT_BK score tile. Few items (decode) split the keys
-// too and merge the partial (m, l, O) at the end. Scores and P V go through
-// single-threaded sgemm on the tiles.
+// cpu_attention: causal GQA attention on the CPU, flash-style (online softmax over
+// key blocks, never a T x n_keys matrix); the tile products go to single-threaded
+// sgemm. The KV cache layout and kv_store are the caller's / cpu_elementwise.c's.
 #include "cpu_backend.h"
 
 #include <cblas.h>
@@ -12,10 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+// Tile sizes (overridable with -D for tuning): ATT_ROWS packed query rows (tokens x
+// group heads) against ATT_BK keys, a 32 KiB score tile. 64 x 128 was the fastest
+// of {32..256} x {64..256} at T = 2048 for SmolLM2's heads on one Zen 4 core
+// (67 ms against 68-75 ms, CPU time).
+#ifndef ATT_ROWS
+#define ATT_ROWS 64
+#endif
+#ifndef ATT_BK
+#define ATT_BK 128
+#endif
 enum {
-    ATT_ROWS = 64,           // target packed query rows per tile (tokens x group heads)
-    ATT_BK = 128,            // keys per block: a 64 x 128 score tile is 32 KiB, in L1/L2
-    ATT_MIN_SPLIT_KEYS = 512 // a key split shorter than this costs more to merge than it saves
+    ATT_MIN_SPLIT_KEYS = 512, // a shorter key split costs more to merge than it saves
+    // Below this many multiply-adds (T x keys x H x D, ~30 us on one core) a call
+    // runs on one thread: early decode steps would spend more on the fork/join.
+    ATT_PARALLEL_MIN = 1 << 18,
 };
 
 typedef struct att_plan {
@@ -134,7 +142,7 @@ static void att_plan_make(const attn_shape *s, int n_threads, att_plan *p) {
     int64_t kend = min64(s->n_keys, (int64_t)s->q_offset + s->T); // keys the last query sees
     int64_t base = (int64_t)s->Hkv * p->n_qt;
     int64_t n_split = 1;
-    if (base < 4 * n_threads) {
+    if (n_threads > 1 && base < 4 * n_threads) {
         // Too few (head, tile) items to keep the team busy: split the keys, and
         // make the item count a multiple of the team so no thread idles at the end.
         n_split = (4 * n_threads + base - 1) / base;
@@ -148,13 +156,23 @@ static void att_plan_make(const attn_shape *s, int n_threads, att_plan *p) {
     p->n_split = (int)((kend + p->chunk - 1) / p->chunk);
 }
 
+// attention: out[t,h,:] = sum_j softmax_j(scale q[t,h,:] . k[h/g,j,:]) v[h/g,j,:]
+//   over keys j <= q_offset + t, j < n_keys; g = H / Hkv
+// q, out: [T,H,D] fp32; k, v: [Hkv,S_cap,D] fp32, rows past n_keys never read;
+// out may alias q (each q row is read only by the item that writes its out row).
+// Work items: (KV head, tile of Bq tokens x its g query heads, key range), dynamic
+// schedule, biggest (latest) tiles first; decode and other small T split the keys
+// so the team stays busy, then merge the partial (m, l, O).
+// Numerics: fp32 scores of pre-scaled q, exp ~2 ulp, fp32 running m, l and O.
 snp_status cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
                          const attn_shape *s) {
     cpu_ctx *c = ctx;
     if (!c) return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: NULL ctx");
     TRY(att_check(out, q, k, v, s));
+    int64_t kend = min64(s->n_keys, (int64_t)s->q_offset + s->T);
+    int nt = (int64_t)s->T * kend * s->H * s->D < ATT_PARALLEL_MIN ? 1 : c->n_threads;
     att_plan p;
-    att_plan_make(s, c->n_threads, &p);
+    att_plan_make(s, nt, &p);
     const int D = s->D, g = p.g;
     const int64_t n_items = (int64_t)s->Hkv * p.n_qt * p.n_split;
     const size_t part_floats = (size_t)p.rows_max * (D + 2); // m, l, O per item
@@ -167,7 +185,7 @@ snp_status cpu_attention(void *ctx, void *out, const void *q, const void *k, con
     }
     int failed = 0;
 
-#pragma omp parallel num_threads(c->n_threads)
+#pragma omp parallel num_threads(nt)
     {
         size_t rm = (size_t)p.rows_max;
         float *buf =

@@ -13,11 +13,38 @@
 
 enum { CPU_ALIGN = 64 };
 
+static void cpu_free(void *ctx) {
+    cpu_ctx *c = ctx;
+    if (!c) return;
+    for (int i = 0; c->scratch && i < c->n_threads; i++)
+        free(c->scratch[i]);
+    free(c->scratch);
+    free(c->scratch_bytes);
+    free(c);
+}
+
+float *cpu_scratch(cpu_ctx *c, int tid, size_t n_bytes) {
+    if (tid < 0 || tid >= c->n_threads) return NULL;
+    if (c->scratch_bytes[tid] >= n_bytes) return c->scratch[tid];
+    free(c->scratch[tid]);
+    size_t rounded = (n_bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    c->scratch[tid] = aligned_alloc(CPU_ALIGN, rounded);
+    c->scratch_bytes[tid] = c->scratch[tid] ? rounded : 0;
+    return c->scratch[tid];
+}
+
 static snp_status cpu_init(const backend_options *opt, void **out_ctx) {
     if (!out_ctx) return snp_fail(SNP_ERR_ARGUMENT, "cpu: init: out_ctx is NULL");
     cpu_ctx *c = calloc(1, sizeof *c);
     if (!c) return snp_fail(SNP_ERR_MEMORY, "cpu: init: out of memory for the context");
     c->n_threads = opt && opt->n_threads > 0 ? opt->n_threads : omp_get_max_threads();
+    c->scratch = calloc((size_t)c->n_threads, sizeof *c->scratch);
+    c->scratch_bytes = calloc((size_t)c->n_threads, sizeof *c->scratch_bytes);
+    if (!c->scratch || !c->scratch_bytes) {
+        int n = c->n_threads;
+        cpu_free(c);
+        return snp_fail(SNP_ERR_MEMORY, "cpu: init: out of memory for %d threads", n);
+    }
     // Opt-in until backend_options carries it: the int8 decode path is not the
     // fp32 reference (see cpu_q8_quantize).
     const char *q8 = getenv("SNAPTP_CPU_MATVEC_Q8");
@@ -28,10 +55,6 @@ static snp_status cpu_init(const backend_options *opt, void **out_ctx) {
     openblas_set_num_threads(1);
     *out_ctx = c;
     return SNP_OK;
-}
-
-static void cpu_free(void *ctx) {
-    free(ctx);
 }
 
 static snp_status cpu_alloc(void *ctx, size_t n_bytes, void **out_ptr) {

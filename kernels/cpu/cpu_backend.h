@@ -11,10 +11,22 @@
 
 // One context per backend_open. A context is driven by one host thread at a time;
 // each op forks its own OpenMP team of n_threads and joins before returning.
+// Several ranks on one machine should split the cores (n_threads = cores / ranks):
+// every op ends in a barrier, so one oversubscribed core stalls the whole team.
 typedef struct cpu_ctx {
     int n_threads;
-    int matvec_q8; // 1: T == 1 products with Q8_0/Q4_0/Q4_1 weights use the int8 dot
+    // 1: T == 1 products with Q8_0/Q4_0/Q4_1 weights use the int8 dot (cpu_q8.c).
+    // Set from the environment, SNAPTP_CPU_MATVEC_Q8=1, until backend_options has it.
+    int matvec_q8;
+    // Per-thread fp32 scratch kept across calls (the matmul panels: 4 MiB freshly
+    // mapped per call cost page faults); index = omp_get_thread_num().
+    float **scratch;
+    size_t *scratch_bytes;
 } cpu_ctx;
+
+// cpu_scratch: thread `tid`'s scratch of at least n_bytes (64-byte aligned), grown
+// as needed; NULL when out of memory. Call only from thread tid of the op's team.
+float *cpu_scratch(cpu_ctx *c, int tid, size_t n_bytes);
 
 // Weight storage. Matrices keep their source format with rows packed densely
 // (quantized blocks are dequantized per block on use; F16/BF16 convert on the fly,

@@ -1,6 +1,7 @@
 // cpu_matmul: y = x W^T (+ bias) on the CPU. T == 1 (decode) is a fused
-// dequantize-dot matvec split across threads by rows; T > 1 dequantizes panels of
-// W into per-thread fp32 scratch and hands each panel to single-threaded sgemm.
+// dequantize-dot matvec over chunks of rows shared out to the threads; T > 1
+// dequantizes panels of W into per-thread fp32 scratch and hands each panel to
+// single-threaded sgemm (F32 weights go to sgemm directly).
 // The row kernels themselves are in cpu_rows.c and cpu_q8.c.
 #include "cpu_backend.h"
 
@@ -9,13 +10,16 @@
 #include <stdlib.h>
 
 enum {
-    // A dequantized panel should stay in a core's L2 (1 MiB on the Zen 4 this was
-    // tuned on) while sgemm streams x past it.
-    MATMUL_PANEL_BYTES = 1 << 20,
-    MATMUL_PANEL_MAX_ROWS = 256,
+    // Dequantized panels of up to 4 MiB: sgemm repacks x once per panel, and at
+    // T = 4096 x 576 panels of 256 rows (1 MiB) ran at 85 GFLOP/s against 96 for
+    // 1024 rows (bench_cpu_ops gemm, one Zen 4 core).
+    MATMUL_PANEL_BYTES = 4 << 20,
+    MATMUL_PANEL_MAX_ROWS = 1024,
     MATMUL_PANEL_MIN_ROWS = 16,
-    // Below this many weight elements a matvec is not worth waking a team for.
-    MATVEC_PARALLEL_MIN = 1 << 15,
+    // Below this many weight elements (~8 us on one core) a matvec is not worth
+    // waking a team for; SmolLM2's 192 x 576 k/v projections stay on one thread.
+    MATVEC_PARALLEL_MIN = 1 << 17,
+    MATVEC_MIN_CHUNK_ROWS = 16,
 };
 
 static int64_t round_up(int64_t v, int64_t m) {
@@ -32,6 +36,10 @@ static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *
     int64_t N = W->rows, K = W->cols;
     int quant = W->type == DTYPE_Q8_0 || W->type == DTYPE_Q4_0 || W->type == DTYPE_Q4_1;
     int nt = N * K < MATVEC_PARALLEL_MIN ? 1 : c->n_threads;
+    // Chunks of rows handed out dynamically, about 8 per thread: on a shared machine
+    // a descheduled thread's rows get done by the others instead of holding all up.
+    int64_t rows = max64(MATVEC_MIN_CHUNK_ROWS, round_up((N + 8 * nt - 1) / (8 * nt), 8));
+    int64_t n_chunks = (N + rows - 1) / rows;
     snp_status st = SNP_OK;
     if (quant && c->matvec_q8) {
         cpu_q8_row xq = {0};
@@ -42,10 +50,9 @@ static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *
             st = snp_fail(SNP_ERR_MEMORY, "cpu: matmul '%s': out of memory for x in int8", W->name);
         } else {
             cpu_q8_quantize(x, K, &xq);
-#pragma omp parallel num_threads(nt)
-            {
-                int tid = omp_get_thread_num(), n = omp_get_num_threads();
-                int64_t r0 = N * tid / n, r1 = N * (tid + 1) / n;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+            for (int64_t ch = 0; ch < n_chunks; ch++) {
+                int64_t r0 = ch * rows, r1 = min64(N, r0 + rows);
                 cpu_q8_rows_dot(W, &xq, r0, r1, y + r0);
             }
         }
@@ -62,12 +69,9 @@ static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *
                             W->name);
         cpu_block_sums(x, K, xsum);
     }
-    // Contiguous row ranges per thread: each streams its part of W front to back,
-    // which the hardware prefetcher likes better than interleaved chunks.
-#pragma omp parallel num_threads(nt)
-    {
-        int tid = omp_get_thread_num(), n = omp_get_num_threads();
-        int64_t r0 = N * tid / n, r1 = N * (tid + 1) / n;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t ch = 0; ch < n_chunks; ch++) {
+        int64_t r0 = ch * rows, r1 = min64(N, r0 + rows);
         cpu_rows_dot(W, x, xsum, r0, r1, y + r0);
     }
     free(xsum);
@@ -97,7 +101,7 @@ static snp_status gemm_panels(cpu_ctx *c, float *y, const float *x, const bk_wei
     {
         float *scratch = NULL;
         if (need_scratch) {
-            scratch = aligned_alloc(64, (size_t)round_up(P * K * (int64_t)sizeof(float), 64));
+            scratch = cpu_scratch(c, omp_get_thread_num(), sizeof(float) * (size_t)(P * K));
             if (!scratch) {
 #pragma omp atomic write
                 failed = 1;
@@ -119,7 +123,6 @@ static snp_status gemm_panels(cpu_ctx *c, float *y, const float *x, const bk_wei
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(t1 - t0), (int)np, (int)K,
                         1.0f, x + t0 * K, (int)K, wp, (int)K, 0.0f, y + t0 * N + n0, (int)N);
         }
-        free(scratch);
     }
     if (failed)
         return snp_fail(SNP_ERR_MEMORY, "cpu: matmul '%s': out of memory for a %lld x %lld panel",
@@ -137,6 +140,7 @@ snp_status cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *W, con
                         : !x ? "x"
                              : "W");
     if (T <= 0) return snp_fail(SNP_ERR_ARGUMENT, "cpu: matmul '%s': T = %d", W->name, T);
+    if (y == x) return snp_fail(SNP_ERR_ARGUMENT, "cpu: matmul '%s': y aliases x", W->name);
     if (bias && (bias->rows != 1 || bias->cols != W->rows))
         return snp_fail(
             SNP_ERR_ARGUMENT, "cpu: matmul '%s': bias '%s' is %lld x %lld, expected 1 x %lld",

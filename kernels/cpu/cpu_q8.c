@@ -66,67 +66,76 @@ static inline __m256i q4_bytes(const uint8_t *qs) {
 }
 #endif
 
-static float dot_q8_0(const block_q8_0 *b, const cpu_q8_row *xq, int64_t nb) {
 #if CPU_Q8_AVX2
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs);
-        __m256i x = _mm256_load_si256((const __m256i *)(xq->qs + i * QK_BLOCK));
-        // u8 x s8 products need an unsigned side: move w's sign onto x.
-        __m256i p = dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_to_f32(b[i].d) * xq->d[i]), _mm256_cvtepi32_ps(p),
-                              acc);
-    }
-    return hsum8(acc);
-#else
+static inline __m256 q8_block(const block_q8_0 *b, const int8_t *xqs, float dx) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)b->qs);
+    __m256i x = _mm256_load_si256((const __m256i *)xqs);
+    // u8 x s8 products need an unsigned side: move w's sign onto x.
+    __m256i p = dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_mul_ps(_mm256_set1_ps(half_to_f32(b->d) * dx), _mm256_cvtepi32_ps(p));
+}
+#endif
+
+static float dot_q8_0(const block_q8_0 *b, const cpu_q8_row *xq, int64_t nb) {
+    int64_t i = 0;
     float s = 0.0f;
-    for (int64_t i = 0; i < nb; i++) {
+#if CPU_Q8_AVX2
+    // Two accumulators: one block's fma would otherwise wait on the previous one's.
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (; i + 2 <= nb; i += 2) {
+        a0 = _mm256_add_ps(a0, q8_block(b + i, xq->qs + i * QK_BLOCK, xq->d[i]));
+        a1 = _mm256_add_ps(a1, q8_block(b + i + 1, xq->qs + (i + 1) * QK_BLOCK, xq->d[i + 1]));
+    }
+    s = hsum8(_mm256_add_ps(a0, a1));
+#endif
+    for (; i < nb; i++) {
         int sum = 0;
         for (int j = 0; j < QK_BLOCK; j++)
             sum += b[i].qs[j] * xq->qs[i * QK_BLOCK + j];
         s += half_to_f32(b[i].d) * xq->d[i] * (float)sum;
     }
     return s;
-#endif
 }
 
 // Q4_0: sum (u - 8) x = d_x * sum(u q) - 8 * s, with u the unsigned nibble.
 // Q4_1: sum (d u + m) x = d * d_x * sum(u q) + m * s.
-static float dot_q4(dtype t, const void *row, const cpu_q8_row *xq, int64_t nb) {
-    const int q40 = t == DTYPE_Q4_0;
-    size_t bbytes = q40 ? sizeof(block_q4_0) : sizeof(block_q4_1);
-    float off = 0.0f;
+// One body for both (q40 is a constant at each call site once inlined).
+static inline __attribute__((always_inline)) float dot_q4(const char *row, size_t bbytes, int q40,
+                                                          const cpu_q8_row *xq, int64_t nb) {
+    float off = 0.0f, s = 0.0f;
+    int64_t i = 0;
 #if CPU_Q8_AVX2
-    __m256 acc = _mm256_setzero_ps();
-#else
-    float acc = 0.0f;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; i + 2 <= nb; i += 2) {
+        for (int u = 0; u < 2; u++) {
+            const char *blk = row + (size_t)(i + u) * bbytes;
+            float d = half_to_f32(*(const uint16_t *)blk);
+            off += q40 ? -8.0f * d * xq->s[i + u]
+                       : half_to_f32(*(const uint16_t *)(blk + 2)) * xq->s[i + u];
+            __m256i x = _mm256_load_si256((const __m256i *)(xq->qs + (i + u) * QK_BLOCK));
+            __m256i p = dot_u8s8(q4_bytes((const uint8_t *)blk + (q40 ? 2 : 4)), x);
+            acc[u] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d * xq->d[i + u]), _mm256_cvtepi32_ps(p), acc[u]);
+        }
+    }
+    s = hsum8(_mm256_add_ps(acc[0], acc[1]));
 #endif
-    for (int64_t i = 0; i < nb; i++) {
-        const char *blk = (const char *)row + (size_t)i * bbytes;
+    for (; i < nb; i++) {
+        const char *blk = row + (size_t)i * bbytes;
         uint16_t dh, mh = 0;
         memcpy(&dh, blk, 2);
         if (!q40) memcpy(&mh, blk + 2, 2);
         const uint8_t *qs = (const uint8_t *)blk + (q40 ? 2 : 4);
         float d = half_to_f32(dh);
         off += q40 ? -8.0f * d * xq->s[i] : half_to_f32(mh) * xq->s[i];
-#if CPU_Q8_AVX2
-        __m256i x = _mm256_load_si256((const __m256i *)(xq->qs + i * QK_BLOCK));
-        __m256i p = dot_u8s8(q4_bytes(qs), x);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xq->d[i]), _mm256_cvtepi32_ps(p), acc);
-#else
         int sum = 0;
         for (int j = 0; j < QK_BLOCK / 2; j++) {
             sum += (qs[j] & 0x0f) * xq->qs[i * QK_BLOCK + j];
             sum += (qs[j] >> 4) * xq->qs[i * QK_BLOCK + j + QK_BLOCK / 2];
         }
-        acc += d * xq->d[i] * (float)sum;
-#endif
+        s += d * xq->d[i] * (float)sum;
     }
-#if CPU_Q8_AVX2
-    return hsum8(acc) + off;
-#else
-    return acc + off;
-#endif
+    return s + off;
 }
 
 void cpu_q8_rows_dot(const bk_weight *w, const cpu_q8_row *xq, int64_t r0, int64_t r1, float *y) {
@@ -134,6 +143,11 @@ void cpu_q8_rows_dot(const bk_weight *w, const cpu_q8_row *xq, int64_t r0, int64
     int64_t nb = w->cols / QK_BLOCK;
     for (int64_t r = r0; r < r1; r++) {
         const void *row = base + (size_t)r * w->row_bytes;
-        y[r - r0] = w->type == DTYPE_Q8_0 ? dot_q8_0(row, xq, nb) : dot_q4(w->type, row, xq, nb);
+        if (w->type == DTYPE_Q8_0)
+            y[r - r0] = dot_q8_0(row, xq, nb);
+        else if (w->type == DTYPE_Q4_0)
+            y[r - r0] = dot_q4(row, sizeof(block_q4_0), 1, xq, nb);
+        else
+            y[r - r0] = dot_q4(row, sizeof(block_q4_1), 0, xq, nb);
     }
 }

@@ -158,6 +158,11 @@ typedef struct backend_ops {
 
     // Wait for queued work (no-op on CPU).
     snp_status (*sync)(void *ctx);
+
+    // The stream this context's ops are queued on (a cudaStream_t), for work that must
+    // run in order with them, such as an NCCL all-reduce of an activation buffer.
+    // The op is NULL on backends without streams (CPU).
+    void *(*stream)(void *ctx);
 } backend_ops;
 
 typedef struct backend {

@@ -40,6 +40,9 @@ snp_status session_open_model(const session_options *opt, session *out) {
     const backend_options bo = {.n_threads = n_threads,
                                 .device = out->comm ? comm_local_rank(out->comm) : 0};
     TRY(backend_open(opt->backend_name ? opt->backend_name : "cpu", &bo, &out->be));
+    // Device-memory backends join partial sums with NCCL where every rank has its
+    // own GPU, else through host memory over MPI (SNAPTP_COMM, comm.h).
+    if (out->comm && !out->be->ops->host_memory) TRY(comm_device_setup(out->comm, bo.device));
     const model_shard shard = session_shard(out);
     TRY(model_load(opt->model_path, out->be, &shard, &out->m));
     out->load_s = engine_now_s() - t0;

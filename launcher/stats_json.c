@@ -5,6 +5,7 @@ void json_add_comm_stats(cJSON *o, const session *s, const engine_stats *st) {
     const int tp = s->comm ? comm_size(s->comm) : 1;
     const int n_layers = s->m ? s->m->cfg.n_layers : 0;
     cJSON_AddNumberToObject(o, "tp", tp);
+    if (s->comm) cJSON_AddStringToObject(o, "comm", comm_device_note(s->comm));
     cJSON *c = cJSON_AddObjectToObject(o, "collectives");
     if (!c) return;
     cJSON_AddNumberToObject(c, "prefill_allreduce_calls", (double)st->prefill_allreduce_calls);

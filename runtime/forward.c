@@ -99,12 +99,19 @@ snp_status forward_set_comm(forward_ctx *f, comm *c) {
 }
 
 // all_reduce: sums a row-parallel projection's partial outputs over the ranks, in
-// place. Host-memory backends hand their buffer to the communicator; others stage
-// it through host memory (an NCCL communicator would take device buffers).
+// place. Host-memory backends hand their buffer to the communicator; a device
+// backend whose communicator has device collectives (NCCL) sums it where it is, in
+// the activation type, queued on the backend's stream; others stage it through host
+// memory (fp32 sums; the path that lets two ranks share one GPU).
 static snp_status all_reduce(forward_ctx *f, void *buf, size_t n) {
     if (!f->comm || comm_size(f->comm) == 1) return SNP_OK;
     const backend *be = f->m->be;
     if (be->ops->host_memory) return comm_all_reduce_sum_f32(f->comm, buf, n);
+    const size_t act = be->ops->act_bytes;
+    if (be->ops->stream && (act == 2 || act == 4) && comm_has_device_collectives(f->comm)) {
+        const comm_elem_type type = act == 2 ? COMM_ELEM_BF16 : COMM_ELEM_F32;
+        return comm_all_reduce_sum_device(f->comm, buf, n, type, be->ops->stream(be->ctx));
+    }
     if (n > f->stage_cap) {
         float *s = realloc(f->stage, n * sizeof(float));
         if (!s) return snp_fail(SNP_ERR_MEMORY, "forward: out of memory staging %zu floats", n);

@@ -74,10 +74,13 @@ static snp_status cuda_init(const backend_options *opt, void **out_ctx) {
         return snp_fail(SNP_ERR_DEVICE, "cuda: init: no CUDA device (cudaGetDeviceCount: %s)",
                         e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     }
+    // The launcher passes the local rank: wrapping it around the visible devices
+    // serves both one GPU per rank (CUDA_VISIBLE_DEVICES unset) and ranks sharing a
+    // GPU (tests; the host-staged all-reduce then joins them).
     int dev = opt ? opt->device : 0;
-    if (dev < 0 || dev >= n_dev)
-        return snp_fail(SNP_ERR_ARGUMENT, "cuda: init: device %d is outside 0 .. %d", dev,
-                        n_dev - 1);
+    if (dev < 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: init: device %d is negative", dev);
+    dev %= n_dev;
     cuda_ctx *c = calloc(1, sizeof *c);
     if (!c) return snp_fail(SNP_ERR_MEMORY, "cuda: init: out of memory for the context");
     c->device = dev;
@@ -295,6 +298,11 @@ static snp_status cuda_sync(void *ctx) {
     return snp_fail(SNP_ERR_INTERNAL, "cuda: sync: unknown device error record %d", err[0]);
 }
 
+// stream: for collectives that must be ordered with the ops (NCCL in forward.c).
+static void *cuda_stream(void *ctx) {
+    return ctx ? (void *)((cuda_ctx *)ctx)->stream : NULL;
+}
+
 const backend_ops cuda_backend_ops = {
     .name = "cuda",
     .act_bytes = 2, // bf16
@@ -321,4 +329,5 @@ const backend_ops cuda_backend_ops = {
     .download = cuda_download,
     .upload = cuda_upload,
     .sync = cuda_sync,
+    .stream = cuda_stream,
 };

@@ -1,0 +1,109 @@
+"""weights: the benchmark's model shapes and a writer that saves a model's weights as
+a sharded safetensors directory snaptp reads (config.json with the legacy top-level
+rope keys as well, as tests/gen_golden_models.py writes them).
+
+The weights are made on the machine that runs the benchmark (random, transformers'
+own init) and never travel: the 8B shape is about 16 GB in bf16.
+"""
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig
+
+# Llama 3.1 8B: the shape, rope theta and llama3 scaling of the real model.
+LLAMA3_8B = dict(
+    hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+    head_dim=128, intermediate_size=14336, vocab_size=128256, rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                      original_max_position_embeddings=8192),
+)
+
+# The tiny golden model's shape (tests/golden/llama_gqa): what --tiny runs on the CPU.
+TINY = dict(
+    hidden_size=256, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
+    head_dim=32, intermediate_size=512, vocab_size=512, rms_norm_eps=1e-5, rope_theta=500000.0,
+    rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                      original_max_position_embeddings=256),
+)
+
+
+def make_config(shape, n_layers=None, n_ctx=131072):
+    """A LlamaConfig of `shape` (optionally with fewer layers) whose context allows
+    prompts of n_ctx tokens. Random weights have no trained context length, so n_ctx
+    only bounds what snaptp accepts; rope scaling does not depend on it."""
+    s = dict(shape)
+    if n_layers:
+        s["num_hidden_layers"] = n_layers
+    rope = {"rope_type": "default", "rope_theta": s.pop("rope_theta")}
+    rope.update(s.pop("rope_scaling") or {})
+    return LlamaConfig(rope_parameters=rope, max_position_embeddings=n_ctx,
+                       tie_word_embeddings=False, bos_token_id=None, eos_token_id=None,
+                       pad_token_id=None, **s)
+
+
+def legacy_config_dict(cfg):
+    """config.json as transformers writes it, plus rope_theta / rope_scaling at the top
+    level (snaptp's reader and transformers 4 read those)."""
+    d = cfg.to_dict()
+    rp = dict(cfg.rope_parameters)
+    d["rope_theta"] = rp.pop("rope_theta")
+    d["rope_scaling"] = rp if rp.get("rope_type", "default") != "default" else None
+    d["torch_dtype"] = "bfloat16"
+    d["architectures"] = ["LlamaForCausalLM"]
+    return d
+
+
+def write_model(model, out_dir, shard_bytes=4 << 30, log=print):
+    """Writes model's weights (bf16) as model-0000i-of-0000n.safetensors shards plus the
+    index and config.json into out_dir. Returns (total bytes, seconds)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    sd = model.state_dict()
+    names = [n for n in sd if not n.endswith("rotary_emb.inv_freq")]
+    shards, cur, cur_bytes = [], [], 0
+    for n in names:
+        nb = sd[n].numel() * sd[n].element_size()
+        if cur and cur_bytes + nb > shard_bytes:
+            shards.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(n)
+        cur_bytes += nb
+    if cur:
+        shards.append(cur)
+    weight_map, total = {}, 0
+    for i, group in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {n: sd[n].detach().to(torch.bfloat16).contiguous().cpu() for n in group}
+        save_file(tensors, str(out / fname), metadata={"format": "pt"})
+        for n in group:
+            weight_map[n] = fname
+            total += tensors[n].numel() * 2
+        del tensors
+        log(f"  wrote {fname} ({len(group)} tensors)")
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    (out / "config.json").write_text(
+        json.dumps(legacy_config_dict(model.config), indent=2, sort_keys=True) + "\n")
+    # No sync: snaptp reads the files back through the page cache.
+    return total, time.perf_counter() - t0
+
+
+def param_bytes(cfg):
+    """bf16 bytes of every weight, and of those a decode step reads (all but the
+    embedding table, of which it reads one row)."""
+    C, F, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    H, Hkv, D, n = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, \
+        cfg.num_hidden_layers
+    layer = C * H * D * 2 + C * Hkv * D * 2 + 3 * C * F + 2 * C
+    total = (n * layer + 2 * V * C + C) * 2
+    return total, total - (V * C - C) * 2
+
+
+def kv_bytes_per_row(cfg):
+    """bf16 bytes of K and V of one position over all layers."""
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 2

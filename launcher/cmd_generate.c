@@ -11,42 +11,8 @@
 #include "commands.h"
 #include "session.h"
 #include "stats_json.h"
-#include "text_file.h"
-
-typedef struct stream_state {
-    tokenizer_stream ts;
-    int print; // stream to stdout (off with --json)
-    char *text;  // everything generated, for --json
-    size_t n_text, cap_text;
-    snp_status st;
-} stream_state;
-
-static int append_text(stream_state *s, const char *p, size_t n) {
-    if (s->print) {
-        fwrite(p, 1, n, stdout);
-        fflush(stdout);
-    }
-    if (s->n_text + n + 1 > s->cap_text) {
-        size_t cap = (s->cap_text + n + 1) * 2;
-        char *t = realloc(s->text, cap);
-        if (!t) return 1;
-        s->text = t;
-        s->cap_text = cap;
-    }
-    memcpy(s->text + s->n_text, p, n);
-    s->n_text += n;
-    s->text[s->n_text] = '\0';
-    return 0;
-}
-
-static int on_token(void *user, int32_t token) {
-    stream_state *s = user;
-    const char *p;
-    size_t n;
-    s->st = tokenizer_stream_feed(&s->ts, token, &p, &n);
-    if (s->st != SNP_OK) return 1;
-    return append_text(s, p, n);
-}
+#include "text_stream.h"
+#include "../runtime/text_file.h"
 
 // build_prompt: the prompt text, through the chat template when asked.
 static snp_status build_prompt(const tokenizer *tok, const char *prompt, int chat,
@@ -123,7 +89,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t *ids = NULL;
     size_t n_ids = 0;
     forward_ctx *f = NULL;
-    stream_state ss = {.print = !json && session_is_root(&s)};
+    text_stream out = {0};
     int32_t *stop_ids = NULL;
     int n_stop = 0;
     TRY_GOTO(st, session_open(&so, &s), done);
@@ -145,7 +111,7 @@ int cmd_generate(int argc, char **argv) {
         if (tokenizer_is_eog(s.tok, id)) stop_ids[n_stop++] = id;
     TRY_GOTO(st, forward_init(s.m, chunk, &f), done);
     TRY_GOTO(st, forward_set_comm(f, s.comm), done);
-    tokenizer_stream_init(&ss.ts, s.tok);
+    text_stream_init(&out, s.tok, !json && session_is_root(&s));
     const engine_request req = {
         .comm = s.comm,
         .prompt = ids,
@@ -156,17 +122,14 @@ int cmd_generate(int argc, char **argv) {
         .n_stop_ids = n_stop,
     };
     engine_stats stats;
-    st = engine_generate(f, s.m, &req, on_token, &ss, &stats);
-    if (st == SNP_OK && ss.st != SNP_OK) st = ss.st;
+    st = engine_generate(f, s.m, &req, text_stream_token, &out, &stats);
+    if (st == SNP_OK) st = out.st;
     if (st != SNP_OK) goto done;
-    const char *tail;
-    size_t n_tail;
-    TRY_GOTO(st, tokenizer_stream_flush(&ss.ts, &tail, &n_tail), done);
-    append_text(&ss, tail, n_tail);
+    TRY_GOTO(st, text_stream_finish(&out), done);
     if (!session_is_root(&s)) {
         // Only rank 0 reports.
     } else if (json) {
-        print_json(&s, &stats, ss.text, "full");
+        print_json(&s, &stats, out.text, "full");
     } else {
         printf("\n");
         fflush(stdout); // the answer ends before the stats line on a shared terminal
@@ -178,8 +141,7 @@ int cmd_generate(int argc, char **argv) {
                 stats.stopped_by_eos ? "stopped at end of turn" : "stopped at --max-tokens");
     }
 done:
-    if (ss.ts.tok) tokenizer_stream_free(&ss.ts);
-    free(ss.text);
+    text_stream_free(&out);
     free(stop_ids);
     forward_free(f);
     free(ids);

@@ -16,41 +16,8 @@
 #include "progress.h"
 #include "session.h"
 #include "stats_json.h"
-#include "text_file.h"
-
-typedef struct answer_stream {
-    tokenizer_stream ts;
-    int print;
-    snp_status st;
-    char *text;
-    size_t n, cap;
-} answer_stream;
-
-static int answer_append(answer_stream *a, const char *p, size_t n) {
-    if (a->print) {
-        fwrite(p, 1, n, stdout);
-        fflush(stdout);
-    }
-    if (a->n + n + 1 > a->cap) {
-        size_t cap = (a->cap + n + 1) * 2;
-        char *t = realloc(a->text, cap);
-        if (!t) return 1;
-        a->text = t;
-        a->cap = cap;
-    }
-    memcpy(a->text + a->n, p, n);
-    a->n += n;
-    a->text[a->n] = '\0';
-    return 0;
-}
-
-static int answer_token(void *user, int32_t token) {
-    answer_stream *a = user;
-    const char *p;
-    size_t n;
-    a->st = tokenizer_stream_feed(&a->ts, token, &p, &n);
-    return a->st != SNP_OK || answer_append(a, p, n);
-}
+#include "text_stream.h"
+#include "../runtime/text_file.h"
 
 static int is_blank(const char *s) {
     for (; *s; s++)
@@ -159,7 +126,7 @@ int cmd_qa(int argc, char **argv) {
     int32_t *ids = NULL, *stop_ids = NULL;
     size_t n_ids = 0;
     forward_ctx *f = NULL;
-    answer_stream ans = {.print = !json && session_is_root(&s)};
+    text_stream ans = {0};
     engine_request req = {.max_tokens = rc.max_tokens, .sampling = rc.sampling, .snapkv = rc.snapkv};
     memory_plan plan;
     if (!rc.model || !document_path || !question) {
@@ -230,16 +197,13 @@ int cmd_qa(int argc, char **argv) {
     progress prog;
     progress_init(&prog, !quiet && !json && session_is_root(&s));
     forward_set_progress(f, progress_update, &prog);
-    tokenizer_stream_init(&ans.ts, s.tok);
+    text_stream_init(&ans, s.tok, !json && session_is_root(&s));
     engine_stats stats;
-    st = engine_generate(f, s.m, &req, answer_token, &ans, &stats);
+    st = engine_generate(f, s.m, &req, text_stream_token, &ans, &stats);
     progress_done(&prog);
     if (st == SNP_OK) st = ans.st;
     if (st != SNP_OK) goto done;
-    const char *tail;
-    size_t n_tail;
-    TRY_GOTO(st, tokenizer_stream_flush(&ans.ts, &tail, &n_tail), done);
-    answer_append(&ans, tail, n_tail);
+    TRY_GOTO(st, text_stream_finish(&ans), done);
     if (!session_is_root(&s)) {
         // Only rank 0 reports.
     } else if (json) {
@@ -256,8 +220,7 @@ int cmd_qa(int argc, char **argv) {
                 memory_peak_rss_bytes() / 1048576.0);
     }
 done:
-    if (ans.ts.tok) tokenizer_stream_free(&ans.ts);
-    free(ans.text);
+    text_stream_free(&ans);
     forward_free(f);
     free(stop_ids);
     free(ids);

@@ -2,6 +2,8 @@
 // of supported architectures lives here and nowhere else.
 #include "model_config.h"
 
+#include "text_file.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -201,39 +203,6 @@ static snp_status parse_rope_scaling(const cJSON *root, const char *path, model_
     return SNP_OK;
 }
 
-static snp_status read_text_file(const char *path, char **out) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return snp_fail(SNP_ERR_IO, "config: cannot open %s", path);
-    snp_status st = SNP_OK;
-    char *buf = NULL;
-    if (fseek(fp, 0, SEEK_END) != 0) {
-        st = snp_fail(SNP_ERR_IO, "config: cannot seek %s", path);
-        goto done;
-    }
-    long size = ftell(fp);
-    if (size < 0 || size > (64l << 20)) {
-        st = snp_fail(SNP_ERR_FORMAT, "config: %s: size %ld is not that of a config", path, size);
-        goto done;
-    }
-    rewind(fp);
-    buf = malloc((size_t)size + 1);
-    if (!buf) {
-        st = snp_fail(SNP_ERR_MEMORY, "config: %s: out of memory", path);
-        goto done;
-    }
-    if (fread(buf, 1, (size_t)size, fp) != (size_t)size) {
-        st = snp_fail(SNP_ERR_IO, "config: cannot read %s", path);
-        goto done;
-    }
-    buf[size] = '\0';
-    *out = buf;
-    buf = NULL;
-done:
-    free(buf);
-    fclose(fp);
-    return st;
-}
-
 static snp_status config_from_cjson(const cJSON *root, const char *path, model_config *out) {
     model_config c = {0};
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
@@ -271,7 +240,7 @@ static snp_status config_from_cjson(const cJSON *root, const char *path, model_c
 
 snp_status model_config_from_json(const char *path, model_config *out) {
     char *text = NULL;
-    TRY(read_text_file(path, &text));
+    TRY(text_file_read(path, &text, NULL));
     snp_status st = SNP_OK;
     cJSON *root = cJSON_Parse(text);
     if (!root) {

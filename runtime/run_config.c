@@ -2,6 +2,8 @@
 // typo cannot silently fall back to a default).
 #include "run_config.h"
 
+#include "text_file.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -95,24 +97,10 @@ static snp_status apply_key(const char *path, const cJSON *item, run_config *cfg
 snp_status run_config_load(const char *path, run_config *cfg) {
     if (cfg->storage)
         return snp_fail(SNP_ERR_ARGUMENT, "config: %s: only one --config file can be given", path);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return snp_fail(SNP_ERR_IO, "config: cannot open %s", path);
     snp_status st = SNP_OK;
     char *text = NULL;
     cJSON *root = NULL;
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    rewind(fp);
-    if (size < 0 || size > (1 << 20)) {
-        st = snp_fail(SNP_ERR_FORMAT, "config: %s: %ld bytes is not a config file", path, size);
-        goto done;
-    }
-    text = malloc((size_t)size + 1);
-    if (!text || fread(text, 1, (size_t)size, fp) != (size_t)size) {
-        st = snp_fail(SNP_ERR_IO, "config: cannot read %s", path);
-        goto done;
-    }
-    text[size] = '\0';
+    TRY(text_file_read(path, &text, NULL));
     root = cJSON_Parse(text);
     if (!cJSON_IsObject(root)) {
         const char *at = cJSON_GetErrorPtr();
@@ -127,7 +115,6 @@ snp_status run_config_load(const char *path, run_config *cfg) {
 done:
     cJSON_Delete(root);
     free(text);
-    fclose(fp);
     return st;
 }
 

@@ -1,4 +1,4 @@
-// text_file: whole-file reads for the launcher.
+// text_file: whole-file reads.
 #include "text_file.h"
 
 #include <errno.h>

@@ -170,6 +170,14 @@ typedef struct backend {
     void *ctx;
 } backend;
 
+// attn_shape_check / snapkv_shape_check: the preconditions every backend checks for
+// its attention and SnapKV ops (non-NULL buffers, positive sizes, H % Hkv == 0,
+// n_keys within S_cap, w < L <= S_cap, w < budget, odd kernel, finite scale); the
+// message names the backend and op. Backends add their own limits after these.
+snp_status attn_shape_check(const char *backend, const void *out, const void *q, const void *k,
+                            const void *v, const attn_shape *s);
+snp_status snapkv_shape_check(const char *backend, const snapkv_shape *s, const char *op);
+
 // backend_open: opens the backend called `name` ("cpu", "cuda"); a name this build
 // lacks is an error that lists the ones it has.
 snp_status backend_open(const char *name, const backend_options *opt, backend **out);

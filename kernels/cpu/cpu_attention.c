@@ -105,31 +105,7 @@ static void att_tile(const att_plan *p, const float *q, const float *k, const fl
 
 static snp_status att_check(const float *out, const float *q, const float *k, const float *v,
                             const attn_shape *s) {
-    if (!out || !q || !k || !v || !s)
-        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: NULL %s",
-                        !out ? "out"
-                        : !q ? "q"
-                        : !k ? "k"
-                        : !v ? "v"
-                             : "shape");
-    if (s->T <= 0 || s->H <= 0 || s->Hkv <= 0 || s->D <= 0 || s->S_cap <= 0)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "cpu: attention: T = %d, H = %d, Hkv = %d, D = %d, S_cap = %d must be "
-                        "positive",
-                        s->T, s->H, s->Hkv, s->D, s->S_cap);
-    if (s->H % s->Hkv != 0)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "cpu: attention: H = %d query heads is not a multiple of Hkv = %d", s->H,
-                        s->Hkv);
-    if (s->n_keys <= 0 || s->n_keys > s->S_cap)
-        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: n_keys = %d is outside 1 .. S_cap = %d",
-                        s->n_keys, s->S_cap);
-    if (s->q_offset < 0)
-        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: q_offset = %d is negative", s->q_offset);
-    if (!isfinite(s->scale))
-        return snp_fail(SNP_ERR_ARGUMENT, "cpu: attention: scale = %g is not finite",
-                        (double)s->scale);
-    return SNP_OK;
+    return attn_shape_check("cpu", out, q, k, v, s);
 }
 
 static void att_plan_make(const attn_shape *s, int n_threads, att_plan *p) {

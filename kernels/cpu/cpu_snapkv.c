@@ -6,28 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-snp_status snapkv_shape_check(const snapkv_shape *s, const char *op) {
-    if (!s || s->H <= 0 || s->Hkv <= 0 || s->H % s->Hkv != 0 || s->D <= 0)
-        return snp_fail(SNP_ERR_ARGUMENT, "%s: invalid heads H=%d Hkv=%d D=%d", op, s ? s->H : 0,
-                        s ? s->Hkv : 0, s ? s->D : 0);
-    if (s->w < 1 || s->L <= s->w || s->L > s->S_cap)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "%s: window %d must be >= 1 and below the %d keys (capacity %d)", op, s->w,
-                        s->L, s->S_cap);
-    if (s->budget <= s->w)
-        return snp_fail(SNP_ERR_ARGUMENT, "%s: budget %d must exceed the window %d", op, s->budget,
-                        s->w);
-    if (s->kernel < 1 || s->kernel % 2 == 0)
-        return snp_fail(SNP_ERR_ARGUMENT, "%s: pooling kernel %d must be odd and >= 1", op,
-                        s->kernel);
-    if ((unsigned)s->pooling >= SNAPKV_POOL_COUNT)
-        return snp_fail(SNP_ERR_ARGUMENT, "%s: unknown pooling %d", op, (int)s->pooling);
-    return SNP_OK;
-}
 
 snp_status cpu_snapkv_votes(void *ctx, float *votes, const void *q_win, const void *k,
                             const snapkv_shape *s) {
-    TRY(snapkv_shape_check(s, "snapkv_votes"));
+    TRY(snapkv_shape_check("cpu", s, "snapkv_votes"));
     const int H = s->H, G = s->H / s->Hkv, D = s->D, L = s->L, w = s->w, P = L - w;
     const float *Q = q_win; // [w, H, D]
     const float *K = k;     // [Hkv, S_cap, D]
@@ -76,7 +58,7 @@ snp_status cpu_snapkv_votes(void *ctx, float *votes, const void *q_win, const vo
 }
 
 snp_status cpu_snapkv_pool(void *ctx, float *pooled, const float *votes, const snapkv_shape *s) {
-    TRY(snapkv_shape_check(s, "snapkv_pool"));
+    TRY(snapkv_shape_check("cpu", s, "snapkv_pool"));
     const int G = s->H / s->Hkv, P = s->L - s->w, r = s->kernel / 2;
 #pragma omp parallel for schedule(static)
     for (int g = 0; g < s->Hkv; g++) {
@@ -123,7 +105,7 @@ static int by_int32(const void *a, const void *b) {
 }
 
 snp_status cpu_snapkv_select(void *ctx, int32_t *idx, const float *pooled, const snapkv_shape *s) {
-    TRY(snapkv_shape_check(s, "snapkv_select"));
+    TRY(snapkv_shape_check("cpu", s, "snapkv_select"));
     const int P = s->L - s->w, keep = s->budget - s->w, C = s->budget;
     if (keep > P)
         return snp_fail(SNP_ERR_ARGUMENT,

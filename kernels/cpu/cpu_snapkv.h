@@ -14,7 +14,4 @@ snp_status cpu_kv_gather(void *ctx, void *dst, const void *src, const int32_t *i
 snp_status cpu_download(void *ctx, void *dst_host, const void *src, size_t n_bytes);
 snp_status cpu_upload(void *ctx, void *dst, const void *src_host, size_t n_bytes);
 
-// snapkv_shape_check: the shape preconditions every backend enforces, naming `op`.
-snp_status snapkv_shape_check(const snapkv_shape *s, const char *op);
-
 #endif

@@ -22,36 +22,14 @@ static int misaligned16(const void *p) {
 
 snp_status cuda_attn_check(const void *out, const void *q, const void *k, const void *v,
                            const attn_shape *s) {
-    if (!out || !q || !k || !v || !s)
-        return snp_fail(SNP_ERR_ARGUMENT, "cuda: attention: NULL %s",
-                        !out ? "out"
-                        : !q ? "q"
-                        : !k ? "k"
-                        : !v ? "v"
-                             : "shape");
-    if (s->T <= 0 || s->H <= 0 || s->Hkv <= 0 || s->D <= 0 || s->S_cap <= 0)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "cuda: attention: T = %d, H = %d, Hkv = %d, D = %d, S_cap = %d must be "
-                        "positive",
-                        s->T, s->H, s->Hkv, s->D, s->S_cap);
-    if (s->H % s->Hkv != 0)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "cuda: attention: H = %d query heads is not a multiple of Hkv = %d", s->H,
-                        s->Hkv);
+    TRY(attn_shape_check("cuda", out, q, k, v, s));
     if (s->D % 8 != 0 || s->D > CUDA_ATTN_MAX_D)
         return snp_fail(SNP_ERR_ARGUMENT,
                         "cuda: attention: head dim D = %d must be a multiple of 8 and at most %d",
                         s->D, CUDA_ATTN_MAX_D);
-    if (s->n_keys <= 0 || s->n_keys > s->S_cap)
-        return snp_fail(SNP_ERR_ARGUMENT, "cuda: attention: n_keys = %d is outside 1 .. S_cap = %d",
-                        s->n_keys, s->S_cap);
-    if (s->q_offset < 0 || (int64_t)s->q_offset + s->T > INT32_MAX)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "cuda: attention: q_offset = %d is negative or overflows with T = %d",
+    if ((int64_t)s->q_offset + s->T > INT32_MAX)
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: attention: q_offset = %d overflows with T = %d",
                         s->q_offset, s->T);
-    if (!isfinite(s->scale))
-        return snp_fail(SNP_ERR_ARGUMENT, "cuda: attention: scale = %g is not finite",
-                        (double)s->scale);
     // Grid limits: y (heads) and z (splits) are 65535 at most; x is 2^31 - 1.
     if (s->H > 65535 || (int64_t)s->T * s->H > INT32_MAX)
         return snp_fail(SNP_ERR_ARGUMENT,
@@ -108,16 +86,7 @@ void cuda_attn_plan_make(const attn_shape *s, int n_sm, int prefer_rows, cuda_at
 }
 
 snp_status cuda_snapkv_check(const snapkv_shape *s, const char *op, int stage) {
-    if (!s) return snp_fail(SNP_ERR_ARGUMENT, "cuda: %s: NULL shape", op);
-    if (s->H <= 0 || s->Hkv <= 0 || s->D <= 0 || s->S_cap <= 0 || s->H % s->Hkv != 0)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "cuda: %s: H = %d, Hkv = %d, D = %d, S_cap = %d must be positive with H "
-                        "a multiple of Hkv",
-                        op, s->H, s->Hkv, s->D, s->S_cap);
-    if (s->w < 1 || s->L <= s->w || s->L > s->S_cap)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "cuda: %s: need 1 <= w < L <= S_cap, got w = %d, L = %d, S_cap = %d", op,
-                        s->w, s->L, s->S_cap);
+    TRY(snapkv_shape_check("cuda", s, op));
     if (s->H > 65535 || s->Hkv > 65535)
         return snp_fail(SNP_ERR_ARGUMENT, "cuda: %s: H = %d exceeds the launch grid's limit", op,
                         s->H);

@@ -59,9 +59,9 @@ int cmd_inspect(int argc, char **argv) {
     if (policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&snap), done);
     model_shard shard = session_shard(&s);
     if (tp > 0) shard = (model_shard){0, tp};
-    TRY_GOTO(st, model_plan_weights(model_path, &shard, &cfg, &weight_bytes), done);
     // Activations are fp32 on the CPU backend and bf16 on CUDA (DESIGN.md).
     const size_t act_bytes = strcmp(backend_name, "cuda") == 0 ? 2 : 4;
+    TRY_GOTO(st, model_plan_weights(model_path, &shard, act_bytes, &cfg, &weight_bytes), done);
     memory_plan plan;
     memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, prompt_tokens, max_tokens,
                         chunk, policy, &snap, &plan);

@@ -162,7 +162,9 @@ int cmd_qa(int argc, char **argv) {
     model_config cfg;
     uint64_t weight_bytes = 0;
     const model_shard shard = session_shard(&s);
-    TRY_GOTO(st, model_plan_weights(rc.model, &shard, &cfg, &weight_bytes), done);
+    // Activations are fp32 on the CPU backend and bf16 on CUDA (DESIGN.md).
+    const size_t act_bytes = strcmp(rc.backend, "cuda") == 0 ? 2 : 4;
+    TRY_GOTO(st, model_plan_weights(rc.model, &shard, act_bytes, &cfg, &weight_bytes), done);
     if ((long)n_ids + rc.max_tokens > cfg.n_ctx) {
         st = snp_fail(SNP_ERR_ARGUMENT,
                       "qa: the prompt is %zu tokens; with --max-tokens %d it exceeds the model's "
@@ -176,7 +178,7 @@ int cmd_qa(int argc, char **argv) {
         TRY_GOTO(st, memory_parse_size(rc.mem_limit, &limit), done);
         limit_source = "--mem-limit";
     }
-    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, sizeof(float), (int)n_ids, rc.max_tokens, rc.chunk,
+    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, (int)n_ids, rc.max_tokens, rc.chunk,
                         req.policy, &req.snapkv, &plan);
     TRY_GOTO(st, memory_plan_check(&plan, limit, limit_source), done);
 

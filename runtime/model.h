@@ -39,6 +39,7 @@ typedef struct model {
     layer_weights *layers;
     float *inv_freq;      // [D/2], host
     uint64_t weight_bytes; // bytes of the checkpoint tensors this rank loaded
+    uint64_t weight_elems; // their elements (a bf16 backend stores 2 bytes each)
     char *path;
 } model;
 
@@ -49,10 +50,12 @@ typedef struct model {
 snp_status model_load(const char *path, backend *be, const model_shard *shard, model **out);
 void model_free(model *m); // NULL is a no-op
 
-// model_plan_weights: the config and the bytes of this shard's tensors as the
-// checkpoint stores them, without loading anything (for the memory plan).
-snp_status model_plan_weights(const char *path, const model_shard *shard, model_config *cfg,
-                              uint64_t *out_bytes);
+// model_plan_weights: the config and the bytes of this shard's weights as a
+// backend stores them, without loading anything (for the memory plan): the
+// checkpoint's own bytes when act_bytes is 4 (the CPU keeps its formats), two
+// bytes per element when it is 2 (CUDA converts every weight to bf16).
+snp_status model_plan_weights(const char *path, const model_shard *shard, size_t act_bytes,
+                              model_config *cfg, uint64_t *out_bytes);
 
 // model_read_config: only the config of the checkpoint at `path` (no weights).
 snp_status model_read_config(const char *path, model_config *out);

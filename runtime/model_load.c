@@ -216,6 +216,7 @@ static snp_status load_weight(loader *ld, const char *name, uint64_t rows, uint6
     uint64_t slice_row_bytes;
     TRY(dtype_row_bytes(src.type, src.cols, name, &slice_row_bytes));
     ld->m->weight_bytes += slice_row_bytes * src.rows;
+    ld->m->weight_elems += src.cols * src.rows;
     if (ld->dry) return SNP_OK;
     backend *be = ld->m->be;
     return be->ops->weight_load(be->ctx, &src, out);
@@ -382,12 +383,12 @@ snp_status model_load(const char *path, backend *be, const model_shard *shard, m
     return load(path, be, shard, 0, out);
 }
 
-snp_status model_plan_weights(const char *path, const model_shard *shard, model_config *cfg,
-                              uint64_t *out_bytes) {
+snp_status model_plan_weights(const char *path, const model_shard *shard, size_t act_bytes,
+                              model_config *cfg, uint64_t *out_bytes) {
     model *m = NULL;
     TRY(load(path, NULL, shard, 1, &m));
     *cfg = m->cfg;
-    *out_bytes = m->weight_bytes;
+    *out_bytes = act_bytes == 2 ? 2 * m->weight_elems : m->weight_bytes;
     model_free(m);
     return SNP_OK;
 }

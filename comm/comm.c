@@ -49,7 +49,7 @@ struct comm {
     void *dev_ctx;
     int dev_device;
     int is_split; // comm_split groups carry host collectives only
-    char dev_note[COMM_NOTE_CAPACITY];
+    char dev_note[COMM_NOTE_CAPACITY + 16]; // "auto: " + a backend's note
 };
 
 // The NCCL backend lives in the CUDA library, which exists only when nvcc was found.

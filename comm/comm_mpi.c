@@ -93,7 +93,7 @@ static snp_status mpi_setup(comm_mpi *m, int *argc, char ***argv, comm_topology 
                                       "comm_init may be called once per process");
     MPI_TRY(m, MPI_Initialized(&initialized));
     if (!initialized) {
-        // FUNNELED: OpenMP workers never call MPI, only the thread that ran init.
+        // FUNNELED: the CPU pool's workers never call MPI, only the thread that ran init.
         int provided = MPI_THREAD_SINGLE;
         MPI_TRY(m, MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
         m->owns_mpi = 1;

@@ -26,6 +26,11 @@ typedef struct weight_src {
     uint64_t rows, cols;
     uint64_t row_stride_bytes;
     const void *data;
+    // 1: data is a read-only file mapping that stays valid until the model is freed,
+    // so a host-memory backend may use it in place instead of copying (zero-copy
+    // load: no second copy of the weights, and ranks on one host share the page
+    // cache). 0: the caller may unmap data as soon as weight_load returns.
+    int persistent;
 } weight_src;
 
 // A weight resident on the backend, in whatever layout the backend prefers.
@@ -73,8 +78,12 @@ typedef struct snapkv_shape {
 } snapkv_shape;
 
 typedef struct backend_options {
-    int n_threads; // CPU threads; <= 0 means the OpenMP default
+    int n_threads; // CPU threads; <= 0: the cores this process may run on
     int device;    // CUDA device ordinal (the local rank picks it)
+    // CPU: copy weights out of the checkpoint's mapping even when they could be used
+    // in place (--no-mmap: for files on network filesystems, or to pin them in
+    // anonymous memory).
+    int copy_weights;
 } backend_options;
 
 typedef struct backend_ops {
@@ -93,7 +102,7 @@ typedef struct backend_ops {
     snp_status (*from_host_f32)(void *ctx, void *dst, const float *src, size_t n);
 
     // Weights: converted from src (host) into backend storage. The backend keeps no
-    // pointer into src after returning (the caller may unmap it).
+    // pointer into src after returning unless src->persistent says it may.
     snp_status (*weight_load)(void *ctx, const weight_src *src, bk_weight **out);
     void (*weight_free)(void *ctx, bk_weight *w); // NULL is a no-op
 

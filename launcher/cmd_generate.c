@@ -70,6 +70,7 @@ int cmd_generate(int argc, char **argv) {
          "penalize tokens seen in the last 64 (1: off)", NULL},
         {"--seed", ARG_U64, &sp.seed, "N", "sampling seed (0)", NULL},
         {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: all cores)", NULL},
+        {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
         {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV cache policy (full)", NULL},

@@ -79,7 +79,7 @@ static const char *config_path_in_args(int argc, char **argv) {
 int cmd_qa(int argc, char **argv) {
     run_config rc = run_config_defaults();
     const char *config = NULL, *document_path = NULL, *question = NULL, *system = NULL;
-    int json = 0, quiet = 0;
+    int json = 0, quiet = 0, no_mmap = 0;
     session s;
     snp_status st = session_init_comm(&argc, &argv, &s);
     if (st != SNP_OK) return session_report_error(&s, "qa", st);
@@ -108,6 +108,7 @@ int cmd_qa(int argc, char **argv) {
         {"--top-p", ARG_FLOAT, &rc.sampling.top_p, "P", "nucleus sampling (1: off)", NULL},
         {"--seed", ARG_U64, &rc.sampling.seed, "N", "sampling seed (0)", NULL},
         {"--threads", ARG_INT, &rc.threads, "N", "CPU threads (default: all cores)", NULL},
+        {"--no-mmap", ARG_FLAG, &no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &rc.backend, "NAME", "cpu or cuda (cpu)", NULL},
         {"--mem-limit", ARG_STRING, &rc.mem_limit, "SIZE", "refuse plans over SIZE per rank (default: machine memory)", NULL},
         {"--quiet", ARG_FLAG, &quiet, NULL, "no progress line", NULL},
@@ -121,7 +122,8 @@ int cmd_qa(int argc, char **argv) {
         return rcode == 1 ? 0 : rcode;
     }
     session_options so = {.model_path = rc.model, .tokenizer_path = rc.tokenizer,
-                          .backend_name = rc.backend, .n_threads = rc.threads, .need_tokenizer = 1};
+                          .backend_name = rc.backend, .n_threads = rc.threads, .no_mmap = no_mmap,
+                          .need_tokenizer = 1};
     char *document = NULL, *user = NULL, *prompt = NULL;
     int32_t *ids = NULL, *stop_ids = NULL;
     size_t n_ids = 0;

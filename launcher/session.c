@@ -2,6 +2,7 @@
 #include "session.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,15 +30,24 @@ snp_status session_open_model(const session_options *opt, session *out) {
     double t0 = engine_now_s();
     // One rank per GPU: the local rank picks the device (the backend wraps it
     // around the devices it sees). On the CPU the ranks of one host share its
-    // cores: OpenMP's default of every core per rank oversubscribes them, and a
-    // descheduled thread stalls every op's barrier.
+    // cores: the default of every core per rank would oversubscribe them, and
+    // every op waits for its slowest thread.
     int n_threads = opt->n_threads;
+    const char *env = getenv("SNAPTP_THREADS"); // a batch script's default for --threads
+    if (n_threads <= 0 && env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end != '\0' || v < 1 || v > 512)
+            return snp_fail(SNP_ERR_ARGUMENT, "SNAPTP_THREADS='%s': expected 1 to 512 threads", env);
+        n_threads = (int)v;
+    }
     const int local = out->comm ? comm_local_size(out->comm) : 1;
     if (n_threads <= 0 && local > 1) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = cores > local ? (int)(cores / local) : 1;
     }
     const backend_options bo = {.n_threads = n_threads,
+                                .copy_weights = opt->no_mmap,
                                 .device = out->comm ? comm_local_rank(out->comm) : 0};
     TRY(backend_open(opt->backend_name ? opt->backend_name : "cpu", &bo, &out->be));
     // Device-memory backends join partial sums with NCCL where every rank has its

@@ -13,6 +13,7 @@ typedef struct session_options {
     const char *tokenizer_path; // NULL: the model's own (GGUF metadata or tokenizer.json)
     const char *backend_name;   // "cpu" unless given
     int n_threads;
+    int no_mmap; // --no-mmap: copy weights out of the checkpoint (backend_options.copy_weights)
     int need_tokenizer;
 } session_options;
 

@@ -41,6 +41,9 @@ typedef struct model {
     uint64_t weight_bytes; // bytes of the checkpoint tensors this rank loaded
     uint64_t weight_elems; // their elements (a bf16 backend stores 2 bytes each)
     char *path;
+    // The checkpoint stays open (mapped) while the model lives when the backend works
+    // in host memory: its weights may point into the mapping (weight_src.persistent).
+    struct checkpoint *mapped;
 } model;
 
 // model_load: opens `path` (a .gguf file, or a directory / config.json of a

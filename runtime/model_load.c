@@ -1,6 +1,7 @@
 // model_load: finds each weight of a checkpoint by role (GGUF or HF names), checks
 // its shape against the config, cuts this rank's tensor-parallel slice and hands it
-// to the backend. The checkpoint stays mapped only while loading.
+// to the backend. The checkpoint stays mapped while the model lives on host-memory
+// backends (their weights may point into it), else only while loading.
 #include "model.h"
 
 #include <stdio.h>
@@ -197,6 +198,8 @@ static snp_status load_weight(loader *ld, const char *name, uint64_t rows, uint6
         .cols = tv.cols,
         .row_stride_bytes = tv.row_bytes,
         .data = tv.data,
+        // load() keeps the checkpoint open for the model's lifetime on such backends.
+        .persistent = ld->m->be && ld->m->be->ops->host_memory,
     };
     if (sl.kind == SLICE_ROWS) {
         src.rows = sl.hi - sl.lo;
@@ -370,7 +373,17 @@ static snp_status load(const char *path, backend *be, const model_shard *shard, 
                  fail);
     }
     for (int l = 0; l < c->n_layers; l++) TRY_GOTO(st, load_layer(&ld, l, &m->layers[l]), fail);
-    checkpoint_close(&ld.ck);
+    if (!dry && be->ops->host_memory) {
+        m->mapped = malloc(sizeof *m->mapped);
+        if (!m->mapped) {
+            st = snp_fail(SNP_ERR_MEMORY, "model: out of memory loading %s", path);
+            goto fail;
+        }
+        *m->mapped = ld.ck;
+        m->mapped->path = m->path;
+    } else {
+        checkpoint_close(&ld.ck);
+    }
     *out = m;
     return SNP_OK;
 fail:
@@ -416,6 +429,10 @@ void model_free(model *m) {
     if (m->output != m->tok_embd) ops->weight_free(ctx, m->output);
     ops->weight_free(ctx, m->tok_embd);
     ops->weight_free(ctx, m->output_norm);
+    if (m->mapped) { // after the weights that may borrow from it
+        checkpoint_close(m->mapped);
+        free(m->mapped);
+    }
     free(m->layers);
     free(m->inv_freq);
     free(m->path);

@@ -2,12 +2,15 @@
 // tiny random models of tests/golden (made by tests/gen_golden_models.py): logits
 // at every prompt position within 1e-4 of the logit range (fp32), then 32 greedy
 // tokens decoded through the KV cache, identical, with their logits compared too.
+// Twice: with the weights used in place in the checkpoint's mapping (the default)
+// and copied into memory (--no-mmap); in place must hold for the GGUF model.
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../kernels/backend.h"
+#include "../kernels/cpu/cpu_backend.h"
 #include "../runtime/forward.h"
 #include "../runtime/kv_cache.h"
 #include "../runtime/model.h"
@@ -100,7 +103,21 @@ done:
     free(logits);
 }
 
-static void check_model(test_counts *tc, backend *be, const char *golden_dir, const char *name) {
+// count_borrowed: how many of layer 0's matrices and the embedding point into
+// the checkpoint's mapping (cpu_backend.h's bk_weight), of how many.
+static int count_borrowed(const model *m, int *n_total) {
+    const layer_weights *lw = &m->layers[0];
+    const bk_weight *all[] = {m->tok_embd, lw->wq, lw->wk, lw->wv, lw->wo,
+                              lw->w_gate, lw->w_up, lw->w_down};
+    int n = 0;
+    *n_total = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < *n_total; i++)
+        n += all[i]->borrowed;
+    return n;
+}
+
+static void check_model(test_counts *tc, backend *be, const char *golden_dir, const char *name,
+                        int copy_weights) {
     char dir[4400], path[4500];
     snprintf(dir, sizeof dir, "%s/%s", golden_dir, name);
     snprintf(path, sizeof path, "%s/golden.json", dir);
@@ -113,6 +130,16 @@ static void check_model(test_counts *tc, backend *be, const char *golden_dir, co
     forward_ctx *f = NULL;
     const model_shard whole = {0, 1};
     snp_status st = model_load(model_path, be, &whole, &m);
+    if (st == SNP_OK) {
+        int total, borrowed = count_borrowed(m, &total);
+        printf("%s: %s: %d of %d weights used in place\n", name,
+               copy_weights ? "copied" : "mapped", borrowed, total);
+        if (copy_weights)
+            test_check(tc, borrowed == 0, "%s: --no-mmap, yet %d weights borrowed", name, borrowed);
+        else if (strstr(model_path, ".gguf"))
+            test_check(tc, borrowed == total, "%s: only %d of %d GGUF weights used in place", name,
+                       borrowed, total);
+    }
     if (test_check(tc, st == SNP_OK, "%s: load %s: %s", name, model_path, snp_error()) &&
         test_check(tc, forward_init(m, PREFILL_CHUNK, &f) == SNP_OK, "%s: %s", name, snp_error())) {
         const cJSON *prompts = cJSON_GetObjectItemCaseSensitive(root, "prompts");
@@ -134,10 +161,6 @@ int main(void) {
     test_counts tc = {0};
     char golden_dir[4000];
     test_source_path(golden_dir, sizeof golden_dir, "tests/golden");
-    backend *be = NULL;
-    const backend_options bo = {0};
-    if (!test_check(&tc, backend_open("cpu", &bo, &be) == SNP_OK, "cpu backend: %s", snp_error()))
-        return test_finish(&tc, "test_golden_models");
     // Every folder of tests/golden with a golden.json, but the real model (own test).
     char *names[64];
     int n = 0;
@@ -155,10 +178,17 @@ int main(void) {
     if (d) closedir(d);
     qsort(names, (size_t)n, sizeof names[0], by_name);
     test_check(&tc, n >= 4, "expected at least 4 golden models in %s, found %d", golden_dir, n);
-    for (int i = 0; i < n; i++) {
-        check_model(&tc, be, golden_dir, names[i]);
-        free(names[i]);
+    for (int copy = 0; copy <= 1; copy++) {
+        backend *be = NULL;
+        const backend_options bo = {.copy_weights = copy};
+        if (!test_check(&tc, backend_open("cpu", &bo, &be) == SNP_OK, "cpu backend: %s",
+                        snp_error()))
+            break;
+        for (int i = 0; i < n; i++)
+            check_model(&tc, be, golden_dir, names[i], copy);
+        backend_close(be);
     }
-    backend_close(be);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     return test_finish(&tc, "test_golden_models");
 }

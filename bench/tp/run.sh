@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/tp/run.sh: tensor-parallel overhead on this (2-core) CPU machine: `snaptp bench` prefill
-# and decode tokens/s at tp=1 and tp=N, one thread per rank (OMP_NUM_THREADS=1, --threads 1), so
+# and decode tokens/s at tp=1 and tp=N, one thread per rank (--threads 1), so
 # the cost of the two all-reduces per layer shows. Models: a random Llama of SmolLM2's size whose
 # heads divide by 2 (bench/tp/make_model.py, bf16 safetensors under /tmp, never committed) at
 # tp 1 vs 2; SmolLM2-135M-Instruct (9 heads, 3 KV heads) at tp 1 vs 3 (3 ranks on 2 cores:
@@ -62,11 +62,16 @@ wait_load() {
     done
 }
 
-# run NAME CMD...: runs CMD once (skipped when NAME.json exists, unless --fresh), keeping its
-# stdout in NAME.json, stderr in NAME.err, and the command and load before/after in NAME.meta.
+bin_sha="$(sha1sum "$bin" | cut -d' ' -f1)"
+
+# run NAME CMD...: runs CMD once, keeping its stdout in NAME.json, stderr in NAME.err, and the
+# command, snaptp's sha1 and the load before/after in NAME.meta. Skipped when NAME.meta shows
+# a successful run of the same command by the same binary (unless --fresh).
 run() {
     local name="$1"; shift
-    if [ $fresh = 0 ] && [ -s "$raw/$name.json" ] && grep -q '^rc=0$' "$raw/$name.meta" 2>/dev/null; then
+    local cmdline; cmdline="cmd=$(printf '%q ' "$@")"
+    if [ $fresh = 0 ] && [ -s "$raw/$name.json" ] && grep -q '^rc=0$' "$raw/$name.meta" 2>/dev/null &&
+        grep -qxF "$cmdline" "$raw/$name.meta" && grep -qx "bin_sha1=$bin_sha" "$raw/$name.meta"; then
         echo "cached: $name" >&2; return 0
     fi
     wait_load
@@ -75,7 +80,9 @@ run() {
     timeout -k 10 1800 "$@" >"$raw/$name.json" 2>"$raw/$name.err"
     local rc=$?
     {
-        printf 'cmd='; printf '%q ' "$@"; echo
+        echo "$cmdline"
+        echo "bin_sha1=$bin_sha"
+        echo "date=$(date -Iseconds)"
         echo "load_before=$load0"
         echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)"
         echo "wall_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}')"
@@ -89,13 +96,12 @@ run() {
 }
 
 bench_args=(bench --prompt-tokens "$prompt_tokens" --gen-tokens "$gen" --repeat "$repeat" --json)
-export OMP_NUM_THREADS=1
 for spec in "llama768:$rand_model:2" "smollm2:$gguf:3"; do
     IFS=: read -r tag model np <<<"$spec"
     run "${tag}_tp1_t1" "$bin" "${bench_args[@]}" --model "$model" --threads 1
     run "${tag}_tp${np}_t1" mpirun "${mpi_flags[@]}" -np "$np" -x OMP_NUM_THREADS \
         "$bin" "${bench_args[@]}" --model "$model" --threads 1
-    OMP_NUM_THREADS=2 run "${tag}_tp1_t2" "$bin" "${bench_args[@]}" --model "$model" --threads 2
+    run "${tag}_tp1_t2" "$bin" "${bench_args[@]}" --model "$model" --threads 2
     tok=()
     [ "$tag" = llama768 ] && tok=(--tokenizer "$llama2_tok")
     gen_args=(generate --model "$model" "${tok[@]}" --max-tokens 16 --threads 1 --json --prompt

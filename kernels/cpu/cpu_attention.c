@@ -5,7 +5,7 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,13 +132,100 @@ static void att_plan_make(const attn_shape *s, int n_threads, att_plan *p) {
     p->n_split = (int)((kend + p->chunk - 1) / p->chunk);
 }
 
+typedef struct att_job {
+    cpu_ctx *c;
+    const att_plan *p;
+    float *out, *parts;
+    const float *q, *k, *v;
+    size_t part_floats; // m, l, O of one item
+    _Atomic int failed;
+} att_job;
+
+static void att_item(void *arg, int64_t it, int tid) {
+    att_job *j = arg;
+    const att_plan *p = j->p;
+    const attn_shape *s = p->s;
+    const int D = s->D, g = p->g;
+    const size_t rm = (size_t)p->rows_max;
+    float *buf = cpu_scratch(j->c, tid, sizeof(float) * (rm * D * 2 + rm * ATT_BK + 2 * rm));
+    if (!buf) {
+        j->failed = 1;
+        return;
+    }
+    att_scratch w = {.q = buf, .O = buf + rm * D, .S = buf + 2 * rm * D};
+    w.m = w.S + rm * ATT_BK;
+    w.l = w.m + rm;
+    // Last tiles first: under the causal mask they have the most keys, and items
+    // handed out in order balance best when the big ones go out early.
+    int64_t per_tile = (int64_t)s->Hkv * p->n_split;
+    int qt = p->n_qt - 1 - (int)(it / per_tile);
+    int hk = (int)(it % per_tile / p->n_split), ks = (int)(it % p->n_split);
+    int t0 = qt * p->Bq, nt = (int)min64(p->Bq, s->T - t0);
+    int64_t kend = min64(s->n_keys, (int64_t)s->q_offset + t0 + nt);
+    int64_t ka = ks * p->chunk, kb = min64(ka + p->chunk, kend);
+    if (ka < kb) {
+        att_tile(p, j->q, j->k, j->v, hk, t0, nt, ka, kb, &w);
+    } else { // a range wholly in this tile's future: an empty partial
+        for (int r = 0; r < nt * g; r++) {
+            w.m[r] = -INFINITY;
+            w.l[r] = 0.0f;
+        }
+        memset(w.O, 0, sizeof(float) * (size_t)nt * g * D);
+    }
+    if (p->n_split == 1) {
+        for (int r = 0; r < nt * g; r++) {
+            float *o = j->out + ((size_t)(t0 + r / g) * s->H + hk * g + r % g) * D;
+            for (int d = 0; d < D; d++)
+                o[d] = w.O[(size_t)r * D + d] / w.l[r];
+        }
+    } else {
+        float *part = j->parts + j->part_floats * (size_t)((qt * s->Hkv + hk) * p->n_split + ks);
+        memcpy(part, w.m, sizeof(float) * (size_t)nt * g);
+        memcpy(part + rm, w.l, sizeof(float) * (size_t)nt * g);
+        memcpy(part + 2 * rm, w.O, sizeof(float) * (size_t)nt * g * D);
+    }
+}
+
+// Merge of one (tile, KV head)'s key ranges: m = max m_i, l = sum l_i e^(m_i - m),
+// O = sum O_i e^(m_i - m) / l. Range 0 holds key 0, which every query sees, so m
+// is finite.
+static void att_merge(void *arg, int64_t tr, int tid) {
+    const att_job *j = arg;
+    const att_plan *p = j->p;
+    const attn_shape *s = p->s;
+    const int D = s->D, g = p->g;
+    const size_t rm = (size_t)p->rows_max, pf = j->part_floats;
+    int qt = (int)(tr / s->Hkv), hk = (int)(tr % s->Hkv);
+    int t0 = qt * p->Bq, nt = (int)min64(p->Bq, s->T - t0);
+    const float *base = j->parts + pf * (size_t)(tr * p->n_split);
+    for (int r = 0; r < nt * g; r++) {
+        float m = -INFINITY, l = 0.0f;
+        for (int ks = 0; ks < p->n_split; ks++)
+            m = fmaxf(m, base[pf * ks + r]);
+        float *o = j->out + ((size_t)(t0 + r / g) * s->H + hk * g + r % g) * D;
+        for (int d = 0; d < D; d++)
+            o[d] = 0.0f;
+        for (int ks = 0; ks < p->n_split; ks++) {
+            const float *pp = base + pf * ks;
+            float wgt = expf(pp[r] - m); // 0 for an empty range
+            if (wgt == 0.0f) continue;
+            l += pp[rm + r] * wgt;
+            const float *po = pp + 2 * rm + (size_t)r * D;
+            for (int d = 0; d < D; d++)
+                o[d] += po[d] * wgt;
+        }
+        for (int d = 0; d < D; d++)
+            o[d] /= l;
+    }
+}
+
 // attention: out[t,h,:] = sum_j softmax_j(scale q[t,h,:] . k[h/g,j,:]) v[h/g,j,:]
 //   over keys j <= q_offset + t, j < n_keys; g = H / Hkv
 // q, out: [T,H,D] fp32; k, v: [Hkv,S_cap,D] fp32, rows past n_keys never read;
 // out may alias q (each q row is read only by the item that writes its out row).
-// Work items: (KV head, tile of Bq tokens x its g query heads, key range), dynamic
-// schedule, biggest (latest) tiles first; decode and other small T split the keys
-// so the team stays busy, then merge the partial (m, l, O).
+// Work items: (KV head, tile of Bq tokens x its g query heads, key range), handed
+// out biggest (latest) tiles first; decode and other small T split the keys so the
+// pool stays busy, then merge the partial (m, l, O).
 // Numerics: fp32 scores of pre-scaled q, exp ~2 ulp, fp32 running m, l and O.
 snp_status cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
                          const attn_shape *s) {
@@ -149,101 +236,20 @@ snp_status cpu_attention(void *ctx, void *out, const void *q, const void *k, con
     int nt = (int64_t)s->T * kend * s->H * s->D < ATT_PARALLEL_MIN ? 1 : c->n_threads;
     att_plan p;
     att_plan_make(s, nt, &p);
-    const int D = s->D, g = p.g;
     const int64_t n_items = (int64_t)s->Hkv * p.n_qt * p.n_split;
-    const size_t part_floats = (size_t)p.rows_max * (D + 2); // m, l, O per item
-    float *parts = NULL;
+    att_job job = {.c = c, .p = &p, .out = out, .q = q, .k = k, .v = v,
+                   .part_floats = (size_t)p.rows_max * (s->D + 2)};
     if (p.n_split > 1) {
-        parts = malloc(sizeof(float) * part_floats * (size_t)n_items);
-        if (!parts)
+        job.parts = malloc(sizeof(float) * job.part_floats * (size_t)n_items);
+        if (!job.parts)
             return snp_fail(SNP_ERR_MEMORY, "cpu: attention: out of memory for %lld partials",
                             (long long)n_items);
     }
-    int failed = 0;
-
-#pragma omp parallel num_threads(nt)
-    {
-        size_t rm = (size_t)p.rows_max;
-        float *buf =
-            aligned_alloc(64, sizeof(float) * ((rm * D * 2 + rm * ATT_BK + 2 * rm + 15) / 16 * 16));
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        att_scratch w = {0};
-        if (buf) {
-            w.q = buf;
-            w.O = buf + rm * D;
-            w.S = buf + 2 * rm * D;
-            w.m = w.S + rm * ATT_BK;
-            w.l = w.m + rm;
-        }
-        // Last tiles first: under the causal mask they have the most keys, and
-        // dynamic scheduling balances best when the big items go out early.
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < n_items; it++) {
-            if (!buf) continue;
-            int64_t per_tile = (int64_t)s->Hkv * p.n_split;
-            int qt = p.n_qt - 1 - (int)(it / per_tile);
-            int hk = (int)(it % per_tile / p.n_split), ks = (int)(it % p.n_split);
-            int t0 = qt * p.Bq, nt = (int)min64(p.Bq, s->T - t0);
-            int64_t kend = min64(s->n_keys, (int64_t)s->q_offset + t0 + nt);
-            int64_t ka = ks * p.chunk, kb = min64(ka + p.chunk, kend);
-            if (ka < kb) {
-                att_tile(&p, q, k, v, hk, t0, nt, ka, kb, &w);
-            } else { // a range wholly in this tile's future: an empty partial
-                for (int r = 0; r < nt * g; r++) {
-                    w.m[r] = -INFINITY;
-                    w.l[r] = 0.0f;
-                }
-                memset(w.O, 0, sizeof(float) * (size_t)nt * g * D);
-            }
-            if (p.n_split == 1) {
-                for (int r = 0; r < nt * g; r++) {
-                    float *o = (float *)out + ((size_t)(t0 + r / g) * s->H + hk * g + r % g) * D;
-                    for (int d = 0; d < D; d++)
-                        o[d] = w.O[(size_t)r * D + d] / w.l[r];
-                }
-            } else {
-                float *part = parts + part_floats * (size_t)((qt * s->Hkv + hk) * p.n_split + ks);
-                memcpy(part, w.m, sizeof(float) * (size_t)nt * g);
-                memcpy(part + rm, w.l, sizeof(float) * (size_t)nt * g);
-                memcpy(part + 2 * rm, w.O, sizeof(float) * (size_t)nt * g * D);
-            }
-        }
-        if (p.n_split > 1) {
-            // Merge: m = max m_i, l = sum l_i e^(m_i - m), O = sum O_i e^(m_i - m) / l.
-            // Range 0 holds key 0, which every query sees, so m is finite.
-#pragma omp for schedule(static)
-            for (int64_t tr = 0; tr < (int64_t)p.n_qt * s->Hkv; tr++) {
-                int qt = (int)(tr / s->Hkv), hk = (int)(tr % s->Hkv);
-                int t0 = qt * p.Bq, nt = (int)min64(p.Bq, s->T - t0);
-                const float *base = parts + part_floats * (size_t)(tr * p.n_split);
-                for (int r = 0; r < nt * g; r++) {
-                    float m = -INFINITY, l = 0.0f;
-                    for (int ks = 0; ks < p.n_split; ks++)
-                        m = fmaxf(m, base[part_floats * ks + r]);
-                    float *o = (float *)out + ((size_t)(t0 + r / g) * s->H + hk * g + r % g) * D;
-                    for (int d = 0; d < D; d++)
-                        o[d] = 0.0f;
-                    for (int ks = 0; ks < p.n_split; ks++) {
-                        const float *pp = base + part_floats * ks;
-                        float wgt = expf(pp[r] - m); // 0 for an empty range
-                        if (wgt == 0.0f) continue;
-                        l += pp[rm + r] * wgt;
-                        const float *po = pp + 2 * rm + (size_t)r * D;
-                        for (int d = 0; d < D; d++)
-                            o[d] += po[d] * wgt;
-                    }
-                    for (int d = 0; d < D; d++)
-                        o[d] /= l;
-                }
-            }
-        }
-        free(buf);
-    }
-    free(parts);
-    if (failed)
+    cpu_pool_for(c->pool, nt, n_items, att_item, &job);
+    if (p.n_split > 1 && !job.failed)
+        cpu_pool_for(c->pool, nt, (int64_t)p.n_qt * s->Hkv, att_merge, &job);
+    free(job.parts);
+    if (job.failed)
         return snp_fail(SNP_ERR_MEMORY, "cpu: attention: out of memory for a %d-row tile",
                         p.rows_max);
     return SNP_OK;

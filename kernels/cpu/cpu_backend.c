@@ -1,3 +1,4 @@
+#define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
 // cpu_backend: the CPU op table, its context, memory and weight storage, and
 // embed. The arithmetic ops live in one file per family (cpu_matmul.c,
 // cpu_attention.c, cpu_norm_rope.c, cpu_elementwise.c, cpu_snapkv.c).
@@ -5,17 +6,20 @@
 #include "cpu_snapkv.h"
 
 #include <cblas.h>
-#include <omp.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 enum { CPU_ALIGN = 64 };
 
 static void cpu_free(void *ctx) {
     cpu_ctx *c = ctx;
     if (!c) return;
+    cpu_pool_free(c->pool);
     for (int i = 0; c->scratch && i < c->n_threads; i++)
         free(c->scratch[i]);
     free(c->scratch);
@@ -33,11 +37,26 @@ float *cpu_scratch(cpu_ctx *c, int tid, size_t n_bytes) {
     return c->scratch[tid];
 }
 
+// default_threads: the cores this process may run on (mpirun's binding and
+// cgroup limits included), else every online core.
+static int default_threads(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
 static snp_status cpu_init(const backend_options *opt, void **out_ctx) {
     if (!out_ctx) return snp_fail(SNP_ERR_ARGUMENT, "cpu: init: out_ctx is NULL");
     cpu_ctx *c = calloc(1, sizeof *c);
     if (!c) return snp_fail(SNP_ERR_MEMORY, "cpu: init: out of memory for the context");
-    c->n_threads = opt && opt->n_threads > 0 ? opt->n_threads : omp_get_max_threads();
+    c->n_threads = opt && opt->n_threads > 0 ? opt->n_threads : default_threads();
+    if (c->n_threads > CPU_MAX_THREADS) {
+        int n = c->n_threads;
+        free(c);
+        return snp_fail(SNP_ERR_ARGUMENT, "cpu: %d threads: at most %d are supported", n,
+                        CPU_MAX_THREADS);
+    }
     c->scratch = calloc((size_t)c->n_threads, sizeof *c->scratch);
     c->scratch_bytes = calloc((size_t)c->n_threads, sizeof *c->scratch_bytes);
     if (!c->scratch || !c->scratch_bytes) {
@@ -45,13 +64,19 @@ static snp_status cpu_init(const backend_options *opt, void **out_ctx) {
         cpu_free(c);
         return snp_fail(SNP_ERR_MEMORY, "cpu: init: out of memory for %d threads", n);
     }
+    snp_status st = cpu_pool_create(c->n_threads, &c->pool);
+    if (st != SNP_OK) {
+        cpu_free(c);
+        return st;
+    }
     // Opt-in until backend_options carries it: the int8 decode path is not the
     // fp32 reference (see cpu_q8_quantize).
     const char *q8 = getenv("SNAPTP_CPU_MATVEC_Q8");
     c->matvec_q8 = q8 && q8[0] == '1';
-    // Every op splits its work over an OpenMP team and calls BLAS on small panels
-    // from inside it; a threaded OpenBLAS on top would oversubscribe the cores and
-    // its spinning pool fights OpenMP's. Process-wide, which is what we want.
+    c->copy_weights = opt ? opt->copy_weights : 0;
+    // Every op splits its work over the pool and calls BLAS on small panels from
+    // inside it; a threaded OpenBLAS on top would oversubscribe the cores and its
+    // spinning threads fight ours. Process-wide, which is what we want.
     openblas_set_num_threads(1);
     *out_ctx = c;
     return SNP_OK;
@@ -96,11 +121,28 @@ static snp_status cpu_from_host_f32(void *ctx, void *dst, const float *src, size
 
 static void cpu_weight_free(void *ctx, bk_weight *w) {
     if (!w) return;
-    free(w->data);
+    if (!w->borrowed) free(w->data);
     free(w);
 }
 
+// prefault_mapping: reads the pages of a borrowed weight now, so the disk reads
+// land in the load phase (where the progress and timings expect them) instead of
+// in the first prefill; MADV_WILLNEED lets the kernel read ahead in large chunks.
+static void prefault_mapping(const void *data, size_t n_bytes) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)data / page * page;
+    uintptr_t hi = (uintptr_t)data + n_bytes;
+    (void)madvise((void *)lo, hi - lo, MADV_WILLNEED); // advice only: failure is harmless
+    volatile const unsigned char *p = data;
+    unsigned char sink = 0;
+    for (size_t off = 0; off < n_bytes; off += page)
+        sink ^= p[off];
+    if (n_bytes) sink ^= p[n_bytes - 1];
+    (void)sink;
+}
+
 static snp_status cpu_weight_load(void *ctx, const weight_src *src, bk_weight **out) {
+    cpu_ctx *c = ctx;
     if (!out) return snp_fail(SNP_ERR_ARGUMENT, "cpu: weight_load: out is NULL");
     *out = NULL;
     if (!src) return snp_fail(SNP_ERR_ARGUMENT, "cpu: weight_load: src is NULL");
@@ -137,6 +179,19 @@ static snp_status cpu_weight_load(void *ctx, const weight_src *src, bk_weight **
     w->row_bytes = (size_t)row_bytes;
     snprintf(w->name, sizeof w->name, "%s", name);
     size_t n_bytes = w->row_bytes * (size_t)w->rows;
+    // In place when the mapping outlives the weight and already is our layout: the
+    // source format with dense rows (a row-sliced shard is; a column slice is not).
+    // 4-byte alignment keeps fp32 and block reads well defined (GGUF aligns tensors to
+    // 32 bytes; safetensors only to its header, usually 8).
+    int dense = src->rows == 1 || src->row_stride_bytes == row_bytes;
+    int aligned = (uintptr_t)src->data % 4 == 0;
+    if (src->persistent && !c->copy_weights && store == src->type && dense && aligned) {
+        w->data = (void *)src->data;
+        w->borrowed = 1;
+        prefault_mapping(src->data, n_bytes);
+        *out = w;
+        return SNP_OK;
+    }
     if (cpu_alloc(ctx, n_bytes, &w->data) != SNP_OK) {
         free(w);
         return snp_fail(SNP_ERR_MEMORY, "cpu: weight_load: out of memory for '%s' (%zu bytes)",

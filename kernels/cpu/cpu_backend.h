@@ -8,18 +8,25 @@
 #include <stdint.h>
 
 #include "../backend.h"
+#include "cpu_pool.h"
+
+enum { CPU_MAX_THREADS = 512 };
 
 // One context per backend_open. A context is driven by one host thread at a time;
-// each op forks its own OpenMP team of n_threads and joins before returning.
-// Several ranks on one machine should split the cores (n_threads = cores / ranks):
-// every op ends in a barrier, so one oversubscribed core stalls the whole team.
+// each op shares its work out over the context's pool (cpu_pool.h) and returns
+// when it is done. Several ranks on one machine should split the cores
+// (n_threads = cores / ranks): every op ends in a join, so an oversubscribed core
+// slows the whole op.
 typedef struct cpu_ctx {
     int n_threads;
+    cpu_pool *pool; // n_threads threads, the caller's included
     // 1: T == 1 products with Q8_0/Q4_0/Q4_1 weights use the int8 dot (cpu_q8.c).
     // Set from the environment, SNAPTP_CPU_MATVEC_Q8=1, until backend_options has it.
     int matvec_q8;
+    int copy_weights; // backend_options.copy_weights: never use a mapping in place
     // Per-thread fp32 scratch kept across calls (the matmul panels: 4 MiB freshly
-    // mapped per call cost page faults); index = omp_get_thread_num().
+    // mapped per call cost page faults); index = the pool's thread id. One op uses
+    // it at a time.
     float **scratch;
     size_t *scratch_bytes;
 } cpu_ctx;
@@ -36,7 +43,9 @@ struct bk_weight {
     dtype type; // storage type
     int64_t rows, cols;
     size_t row_bytes; // dense: row r starts at data + r * row_bytes
-    void *data;       // 64-byte aligned
+    void *data;       // 64-byte aligned when owned; a borrowed mapping is 32-byte aligned
+                      // at best (GGUF), so kernels load weights unaligned
+    int borrowed;     // 1: data points into the checkpoint's mapping (not freed here)
     char name[96];    // for messages, truncated
 };
 

@@ -4,8 +4,40 @@
 
 #include <string.h>
 
-// Below this many elements, waking an OpenMP team costs more than the loop.
+// Below this many elements, waking the pool costs more than the loop.
 enum { ELEMENTWISE_PARALLEL_MIN = 1 << 15, ELEMENTWISE_CHUNK = 1 << 13 };
+
+static int threads_for(const cpu_ctx *c, size_t n) {
+    return n >= ELEMENTWISE_PARALLEL_MIN ? c->n_threads : 1;
+}
+
+// Chunked y = f(y, a, b) over n elements: the job of swiglu and add.
+typedef struct chunk_job {
+    float *y;
+    const float *a, *b;
+    size_t n;
+} chunk_job;
+
+static size_t chunk_len(const chunk_job *j, int64_t k, size_t *i0) {
+    *i0 = (size_t)k * ELEMENTWISE_CHUNK;
+    return j->n - *i0 < ELEMENTWISE_CHUNK ? j->n - *i0 : ELEMENTWISE_CHUNK;
+}
+
+static void swiglu_chunk(void *arg, int64_t k, int tid) {
+    const chunk_job *j = arg;
+    size_t i0, len = chunk_len(j, k, &i0);
+    cpu_vec_silu_mul(j->y + i0, j->a + i0, j->b + i0, len);
+}
+
+static void add_chunk(void *arg, int64_t k, int tid) {
+    const chunk_job *j = arg;
+    size_t i0, len = chunk_len(j, k, &i0);
+    float *y = j->y + i0;
+    const float *x = j->a + i0;
+#pragma omp simd
+    for (size_t i = 0; i < len; i++)
+        y[i] += x[i];
+}
 
 // swiglu: y = silu(gate) * up with silu(g) = g / (1 + exp(-g)) as torch computes it;
 // y may alias gate or up (each element is read before it is written).
@@ -19,12 +51,8 @@ snp_status cpu_swiglu(void *ctx, void *y, const void *gate, const void *up, size
                                 : "up");
     if (n == 0) return snp_fail(SNP_ERR_ARGUMENT, "cpu: swiglu: n = 0 elements");
     size_t n_chunks = (n + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK;
-#pragma omp parallel for num_threads(c->n_threads) if (n >= ELEMENTWISE_PARALLEL_MIN)
-    for (size_t k = 0; k < n_chunks; k++) {
-        size_t i0 = k * ELEMENTWISE_CHUNK,
-               len = n - i0 < ELEMENTWISE_CHUNK ? n - i0 : ELEMENTWISE_CHUNK;
-        cpu_vec_silu_mul((float *)y + i0, (const float *)gate + i0, (const float *)up + i0, len);
-    }
+    chunk_job job = {y, gate, up, n};
+    cpu_pool_for(c->pool, threads_for(c, n), (int64_t)n_chunks, swiglu_chunk, &job);
     return SNP_OK;
 }
 
@@ -34,12 +62,23 @@ snp_status cpu_add(void *ctx, void *y, const void *x, size_t n) {
     if (!c || !y || !x)
         return snp_fail(SNP_ERR_ARGUMENT, "cpu: add: NULL %s", !c ? "ctx" : !y ? "y" : "x");
     if (n == 0) return snp_fail(SNP_ERR_ARGUMENT, "cpu: add: n = 0 elements");
-    float *yv = y;
-    const float *xv = x;
-#pragma omp parallel for simd num_threads(c->n_threads) if (n >= ELEMENTWISE_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++)
-        yv[i] += xv[i];
+    size_t n_chunks = (n + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK;
+    chunk_job job = {y, x, NULL, n};
+    cpu_pool_for(c->pool, threads_for(c, n), (int64_t)n_chunks, add_chunk, &job);
     return SNP_OK;
+}
+
+typedef struct kv_store_job {
+    float *cache;
+    const float *src;
+    int T, Hkv, D, S_cap, row0;
+} kv_store_job;
+
+static void kv_store_head(void *arg, int64_t h, int tid) {
+    const kv_store_job *j = arg;
+    for (int t = 0; t < j->T; t++)
+        memcpy(j->cache + ((size_t)h * j->S_cap + j->row0 + t) * j->D,
+               j->src + ((size_t)t * j->Hkv + h) * j->D, sizeof(float) * (size_t)j->D);
 }
 
 // kv_store: cache[h, row0 + t, :] = src[t, h, :]
@@ -60,13 +99,7 @@ snp_status cpu_kv_store(void *ctx, void *cache, const void *src, int T, int Hkv,
         return snp_fail(SNP_ERR_ARGUMENT,
                         "cpu: kv_store: rows %d .. %lld do not fit a cache of %d rows per head",
                         row0, (long long)row0 + T - 1, S_cap);
-    float *dst = cache;
-    const float *s = src;
-#pragma omp parallel for collapse(2)                                                               \
-    num_threads(c->n_threads) if ((int64_t)T * Hkv * D >= ELEMENTWISE_PARALLEL_MIN)
-    for (int h = 0; h < Hkv; h++)
-        for (int t = 0; t < T; t++)
-            memcpy(dst + ((size_t)h * S_cap + row0 + t) * D, s + ((size_t)t * Hkv + h) * D,
-                   sizeof(float) * (size_t)D);
+    kv_store_job job = {cache, src, T, Hkv, D, S_cap, row0};
+    cpu_pool_for(c->pool, threads_for(c, (size_t)T * Hkv * D), Hkv, kv_store_head, &job);
     return SNP_OK;
 }

@@ -6,7 +6,7 @@
 #include "cpu_backend.h"
 
 #include <cblas.h>
-#include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 enum {
@@ -32,6 +32,21 @@ static int64_t max64(int64_t a, int64_t b) {
     return a > b ? a : b;
 }
 
+typedef struct matvec_job {
+    const bk_weight *W;
+    const float *x, *xsum;
+    const cpu_q8_row *xq; // set: the int8 path
+    float *y;
+    int64_t rows; // per item
+} matvec_job;
+
+static void matvec_item(void *arg, int64_t ch, int tid) {
+    const matvec_job *j = arg;
+    int64_t r0 = ch * j->rows, r1 = min64(j->W->rows, r0 + j->rows);
+    if (j->xq) cpu_q8_rows_dot(j->W, j->xq, r0, r1, j->y + r0);
+    else cpu_rows_dot(j->W, j->x, j->xsum, r0, r1, j->y + r0);
+}
+
 static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *W) {
     int64_t N = W->rows, K = W->cols;
     int quant = W->type == DTYPE_Q8_0 || W->type == DTYPE_Q4_0 || W->type == DTYPE_Q4_1;
@@ -50,11 +65,8 @@ static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *
             st = snp_fail(SNP_ERR_MEMORY, "cpu: matmul '%s': out of memory for x in int8", W->name);
         } else {
             cpu_q8_quantize(x, K, &xq);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-            for (int64_t ch = 0; ch < n_chunks; ch++) {
-                int64_t r0 = ch * rows, r1 = min64(N, r0 + rows);
-                cpu_q8_rows_dot(W, &xq, r0, r1, y + r0);
-            }
+            matvec_job job = {.W = W, .xq = &xq, .y = y, .rows = rows};
+            cpu_pool_for(c->pool, nt, n_chunks, matvec_item, &job);
         }
         free(xq.d);
         free(xq.s);
@@ -69,21 +81,50 @@ static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *
                             W->name);
         cpu_block_sums(x, K, xsum);
     }
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t ch = 0; ch < n_chunks; ch++) {
-        int64_t r0 = ch * rows, r1 = min64(N, r0 + rows);
-        cpu_rows_dot(W, x, xsum, r0, r1, y + r0);
-    }
+    matvec_job job = {.W = W, .x = x, .xsum = xsum, .y = y, .rows = rows};
+    cpu_pool_for(c->pool, nt, n_chunks, matvec_item, &job);
     free(xsum);
     return st;
+}
+
+typedef struct gemm_job {
+    cpu_ctx *c;
+    const bk_weight *W;
+    const float *x;
+    float *y;
+    int64_t T, P, t_chunks;
+    int64_t *have_panel; // [n_threads]: the panel now in that thread's scratch
+    _Atomic int failed;
+} gemm_job;
+
+static void gemm_item(void *arg, int64_t item, int tid) {
+    gemm_job *j = arg;
+    const bk_weight *W = j->W;
+    const int64_t N = W->rows, K = W->cols, P = j->P;
+    int64_t p = item / j->t_chunks, tc = item % j->t_chunks;
+    int64_t n0 = p * P, np = min64(P, N - n0);
+    int64_t t0 = j->T * tc / j->t_chunks, t1 = j->T * (tc + 1) / j->t_chunks;
+    const float *wp = (const float *)W->data + n0 * K;
+    if (W->type != DTYPE_F32) {
+        float *scratch = cpu_scratch(j->c, tid, sizeof(float) * (size_t)(P * K));
+        if (!scratch) {
+            j->failed = 1;
+            return;
+        }
+        // Consecutive items of one thread often share a panel (token chunks).
+        if (j->have_panel[tid] != p) cpu_rows_to_f32(W, n0, np, scratch);
+        j->have_panel[tid] = p;
+        wp = scratch;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(t1 - t0), (int)np, (int)K, 1.0f,
+                j->x + t0 * K, (int)K, wp, (int)K, 0.0f, j->y + t0 * N + n0, (int)N);
 }
 
 static snp_status gemm_panels(cpu_ctx *c, float *y, const float *x, const bk_weight *W, int T) {
     int64_t N = W->rows, K = W->cols;
     int nt = c->n_threads;
-    int need_scratch = W->type != DTYPE_F32;
     int64_t P;
-    if (need_scratch) {
+    if (W->type != DTYPE_F32) {
         P = MATMUL_PANEL_BYTES / (K * (int64_t)sizeof(float)) / 16 * 16;
         P = max64(MATMUL_PANEL_MIN_ROWS, min64(P, MATMUL_PANEL_MAX_ROWS));
     } else {
@@ -94,40 +135,29 @@ static snp_status gemm_panels(cpu_ctx *c, float *y, const float *x, const bk_wei
     // Few panels but many tokens (a TP slice of k/v): split the tokens too.
     int64_t t_chunks = 1;
     if (n_panels < 2 * nt && T >= 128) t_chunks = min64((2 * nt + n_panels - 1) / n_panels, T / 64);
-    int64_t n_items = n_panels * t_chunks;
-    int failed = 0;
-
-#pragma omp parallel num_threads(nt)
-    {
-        float *scratch = NULL;
-        if (need_scratch) {
-            scratch = cpu_scratch(c, omp_get_thread_num(), sizeof(float) * (size_t)(P * K));
-            if (!scratch) {
-#pragma omp atomic write
-                failed = 1;
-            }
-        }
-        int64_t have_panel = -1; // the panel now in scratch: consecutive items share it
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < n_items; item++) {
-            if (need_scratch && !scratch) continue;
-            int64_t p = item / t_chunks, tc = item % t_chunks;
-            int64_t n0 = p * P, np = min64(P, N - n0);
-            int64_t t0 = T * tc / t_chunks, t1 = T * (tc + 1) / t_chunks;
-            const float *wp = (const float *)W->data + n0 * K;
-            if (need_scratch) {
-                if (have_panel != p) cpu_rows_to_f32(W, n0, np, scratch);
-                have_panel = p;
-                wp = scratch;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(t1 - t0), (int)np, (int)K,
-                        1.0f, x + t0 * K, (int)K, wp, (int)K, 0.0f, y + t0 * N + n0, (int)N);
-        }
-    }
-    if (failed)
+    int64_t have_panel[CPU_MAX_THREADS];
+    for (int i = 0; i < nt; i++)
+        have_panel[i] = -1;
+    gemm_job job = {.c = c, .W = W, .x = x, .y = y, .T = T, .P = P, .t_chunks = t_chunks,
+                    .have_panel = have_panel};
+    cpu_pool_for(c->pool, nt, n_panels * t_chunks, gemm_item, &job);
+    if (job.failed)
         return snp_fail(SNP_ERR_MEMORY, "cpu: matmul '%s': out of memory for a %lld x %lld panel",
                         W->name, (long long)P, (long long)K);
     return SNP_OK;
+}
+
+typedef struct bias_job {
+    float *y;
+    const float *b;
+    int64_t N;
+} bias_job;
+
+static void bias_item(void *arg, int64_t t, int tid) {
+    const bias_job *j = arg;
+    float *row = j->y + t * j->N;
+    for (int64_t n = 0; n < j->N; n++)
+        row[n] += j->b[n];
 }
 
 snp_status cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *W, const bk_weight *bias,
@@ -154,13 +184,9 @@ snp_status cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *W, con
     else
         TRY(gemm_panels(c, y, x, W, T));
     if (bias) {
-        const float *b = bias->data;
-        float *out = y;
-        int64_t N = W->rows;
-#pragma omp parallel for num_threads(c->n_threads) if ((int64_t)T * N > MATVEC_PARALLEL_MIN)
-        for (int t = 0; t < T; t++)
-            for (int64_t n = 0; n < N; n++)
-                out[(int64_t)t * N + n] += b[n];
+        bias_job job = {.y = y, .b = bias->data, .N = W->rows};
+        int nt = (int64_t)T * W->rows > MATVEC_PARALLEL_MIN ? c->n_threads : 1;
+        cpu_pool_for(c->pool, nt, T, bias_item, &job);
     }
     return SNP_OK;
 }

@@ -8,6 +8,62 @@
 
 enum { ELEMENTWISE_PARALLEL_MIN = 1 << 15 }; // elements below which one thread is faster
 
+typedef struct norm_job {
+    float *y;
+    const float *x, *g;
+    float eps;
+    int C;
+} norm_job;
+
+static void norm_row(void *arg, int64_t t, int tid) {
+    const norm_job *j = arg;
+    const int C = j->C;
+    const float *xr = j->x + (size_t)t * C;
+    float *yr = j->y + (size_t)t * C;
+    double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < C; i++)
+        ss += (double)xr[i] * (double)xr[i];
+    float var = (float)(ss / C);
+    float r = 1.0f / sqrtf(var + j->eps);
+    for (int i = 0; i < C; i++)
+        yr[i] = (xr[i] * r) * j->g[i];
+}
+
+typedef struct rope_job {
+    float *x, *cs, *sn; // cs, sn: [T][D/2] scratch
+    const int32_t *pos;
+    const rope_params *rp;
+    int H, D;
+} rope_job;
+
+static void rope_row(void *arg, int64_t t, int tid) {
+    const rope_job *j = arg;
+    const int half = j->D / 2;
+    float *ct = j->cs + (size_t)t * half, *st = j->sn + (size_t)t * half;
+    for (int i = 0; i < half; i++) {
+        float ang = (float)j->pos[t] * j->rp->inv_freq[i];
+        ct[i] = cosf(ang);
+        st[i] = sinf(ang);
+    }
+    for (int h = 0; h < j->H; h++) {
+        float *v = j->x + ((size_t)t * j->H + h) * j->D;
+        if (j->rp->mode == ROPE_MODE_NEOX) {
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * ct[i] - b * st[i];
+                v[i + half] = b * ct[i] + a * st[i];
+            }
+        } else {
+            for (int i = 0; i < half; i++) {
+                float a = v[2 * i], b = v[2 * i + 1];
+                v[2 * i] = a * ct[i] - b * st[i];
+                v[2 * i + 1] = b * ct[i] + a * st[i];
+            }
+        }
+    }
+}
+
 // rms_norm: y[t,:] = (x[t,:] * rsqrt(mean(x[t,:]^2) + eps)) * w
 // x, y: [T, C] fp32; w: 1 x C (stored fp32); y may alias x.
 // Numerics as HF LlamaRMSNorm in fp32: the sum of squares in double (cheap, and
@@ -30,20 +86,9 @@ snp_status cpu_rms_norm(void *ctx, void *y, const void *x, const bk_weight *w, f
     if (!(eps >= 0.0f) || isinf(eps))
         return snp_fail(SNP_ERR_ARGUMENT, "cpu: rms_norm: eps = %g is not a finite value >= 0",
                         (double)eps);
-    const float *g = w->data;
-#pragma omp parallel for num_threads(c->n_threads) if ((int64_t)T * C >= ELEMENTWISE_PARALLEL_MIN)
-    for (int t = 0; t < T; t++) {
-        const float *xr = (const float *)x + (size_t)t * C;
-        float *yr = (float *)y + (size_t)t * C;
-        double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < C; i++)
-            ss += (double)xr[i] * (double)xr[i];
-        float var = (float)(ss / C);
-        float r = 1.0f / sqrtf(var + eps);
-        for (int i = 0; i < C; i++)
-            yr[i] = (xr[i] * r) * g[i];
-    }
+    norm_job job = {y, x, w->data, eps, C};
+    int nt = (int64_t)T * C >= ELEMENTWISE_PARALLEL_MIN ? c->n_threads : 1;
+    cpu_pool_for(c->pool, nt, T, norm_row, &job);
     return SNP_OK;
 }
 
@@ -71,37 +116,9 @@ snp_status cpu_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
     float *cs = malloc(sizeof(float) * 2 * (size_t)T * half); // [T][half] cos, then sin
     if (!cs) return snp_fail(SNP_ERR_MEMORY, "cpu: rope: out of memory for %d angles", T * half);
     float *sn = cs + (size_t)T * half;
-    const int big = (int64_t)T * H * D >= ELEMENTWISE_PARALLEL_MIN;
-#pragma omp parallel num_threads(c->n_threads) if (big)
-    {
-#pragma omp for
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < half; i++) {
-                float ang = (float)pos[t] * rp->inv_freq[i];
-                cs[(size_t)t * half + i] = cosf(ang);
-                sn[(size_t)t * half + i] = sinf(ang);
-            }
-#pragma omp for
-        for (int t = 0; t < T; t++) {
-            const float *ct = cs + (size_t)t * half, *st = sn + (size_t)t * half;
-            for (int h = 0; h < H; h++) {
-                float *v = (float *)x + ((size_t)t * H + h) * D;
-                if (rp->mode == ROPE_MODE_NEOX) {
-                    for (int i = 0; i < half; i++) {
-                        float a = v[i], b = v[i + half];
-                        v[i] = a * ct[i] - b * st[i];
-                        v[i + half] = b * ct[i] + a * st[i];
-                    }
-                } else {
-                    for (int i = 0; i < half; i++) {
-                        float a = v[2 * i], b = v[2 * i + 1];
-                        v[2 * i] = a * ct[i] - b * st[i];
-                        v[2 * i + 1] = b * ct[i] + a * st[i];
-                    }
-                }
-            }
-        }
-    }
+    rope_job job = {x, cs, sn, pos, rp, H, D};
+    int nt = (int64_t)T * H * D >= ELEMENTWISE_PARALLEL_MIN ? c->n_threads : 1;
+    cpu_pool_for(c->pool, nt, T, rope_row, &job);
     free(cs);
     return SNP_OK;
 }

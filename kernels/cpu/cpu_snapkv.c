@@ -1,89 +1,110 @@
 // cpu_snapkv: SnapKV on the CPU, written to ../shared/SNAPKV.md step by step, fp32
-// softmax, OpenMP over heads. Memory is host memory; "backend memory" is too.
+// softmax, the pool's threads over heads. Memory is host memory; "backend memory"
+// is too.
 #include "cpu_snapkv.h"
+#include "cpu_backend.h"
 
+#include <stdatomic.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 
+typedef struct votes_job {
+    cpu_ctx *c;
+    float *votes;
+    const float *Q; // [w, H, D]
+    const float *K; // [Hkv, S_cap, D]
+    const snapkv_shape *s;
+    _Atomic int failed;
+} votes_job;
+
+static void votes_head(void *arg, int64_t item, int tid) {
+    votes_job *j = arg;
+    const snapkv_shape *s = j->s;
+    const int h = (int)item, H = s->H, G = s->H / s->Hkv, D = s->D, L = s->L, w = s->w;
+    const int P = L - w;
+    float *row = cpu_scratch(j->c, tid, sizeof(float) * (size_t)L);
+    if (!row) {
+        j->failed = 1;
+        return;
+    }
+    const float *Kh = j->K + (size_t)(h / G) * (size_t)s->S_cap * (size_t)D;
+    float *vh = j->votes + (size_t)h * (size_t)P;
+    memset(vh, 0, sizeof(float) * (size_t)P);
+    for (int i = 0; i < w; i++) {
+        const float *q = j->Q + ((size_t)i * (size_t)H + (size_t)h) * (size_t)D;
+        // Window row i sits at position P + i: it sees keys 0 .. P + i.
+        const int n_seen = P + i + 1;
+        float m = -INFINITY;
+        for (int k = 0; k < n_seen; k++) {
+            const float *kk = Kh + (size_t)k * (size_t)D;
+            float dot = 0;
+            for (int d = 0; d < D; d++)
+                dot += q[d] * kk[d];
+            row[k] = dot * s->scale;
+            if (row[k] > m) m = row[k];
+        }
+        // The window's own keys stay in the denominator (SNAPKV.md step 4).
+        float sum = 0;
+        for (int k = 0; k < n_seen; k++) {
+            row[k] = expf(row[k] - m);
+            sum += row[k];
+        }
+        const float inv = 1.0f / sum;
+        for (int p = 0; p < P; p++)
+            vh[p] += row[p] * inv;
+    }
+}
+
 snp_status cpu_snapkv_votes(void *ctx, float *votes, const void *q_win, const void *k,
                             const snapkv_shape *s) {
+    cpu_ctx *c = ctx;
     TRY(snapkv_shape_check("cpu", s, "snapkv_votes"));
-    const int H = s->H, G = s->H / s->Hkv, D = s->D, L = s->L, w = s->w, P = L - w;
-    const float *Q = q_win; // [w, H, D]
-    const float *K = k;     // [Hkv, S_cap, D]
-    int failed = 0;
-#pragma omp parallel
-    {
-        float *row = malloc(sizeof(float) * (size_t)L);
-        if (!row) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic)
-        for (int h = 0; h < H; h++) {
-            if (!row) continue;
-            const float *Kh = K + (size_t)(h / G) * (size_t)s->S_cap * (size_t)D;
-            float *vh = votes + (size_t)h * (size_t)P;
-            memset(vh, 0, sizeof(float) * (size_t)P);
-            for (int i = 0; i < w; i++) {
-                const float *q = Q + ((size_t)i * (size_t)H + (size_t)h) * (size_t)D;
-                // Window row i sits at position P + i: it sees keys 0 .. P + i.
-                const int n_seen = P + i + 1;
-                float m = -INFINITY;
-                for (int j = 0; j < n_seen; j++) {
-                    const float *kj = Kh + (size_t)j * (size_t)D;
-                    float dot = 0;
-                    for (int d = 0; d < D; d++)
-                        dot += q[d] * kj[d];
-                    row[j] = dot * s->scale;
-                    if (row[j] > m) m = row[j];
-                }
-                // The window's own keys stay in the denominator (SNAPKV.md step 4).
-                float sum = 0;
-                for (int j = 0; j < n_seen; j++) {
-                    row[j] = expf(row[j] - m);
-                    sum += row[j];
-                }
-                const float inv = 1.0f / sum;
-                for (int p = 0; p < P; p++)
-                    vh[p] += row[p] * inv;
-            }
-        }
-        free(row);
-    }
-    if (failed) return snp_fail(SNP_ERR_MEMORY, "snapkv_votes: out of memory for %d keys", L);
+    votes_job job = {.c = c, .votes = votes, .Q = q_win, .K = k, .s = s};
+    cpu_pool_for(c->pool, c->n_threads, s->H, votes_head, &job);
+    if (job.failed) return snp_fail(SNP_ERR_MEMORY, "snapkv_votes: out of memory for %d keys", s->L);
     return SNP_OK;
 }
 
-snp_status cpu_snapkv_pool(void *ctx, float *pooled, const float *votes, const snapkv_shape *s) {
-    TRY(snapkv_shape_check("cpu", s, "snapkv_pool"));
-    const int G = s->H / s->Hkv, P = s->L - s->w, r = s->kernel / 2;
-#pragma omp parallel for schedule(static)
-    for (int g = 0; g < s->Hkv; g++) {
-        float *out = pooled + (size_t)g * (size_t)P;
-        for (int p = 0; p < P; p++) {
-            float group_sum = 0;
-            for (int hh = 0; hh < G; hh++) {
-                const float *v = votes + (size_t)(g * G + hh) * (size_t)P;
-                const int lo = p - r < 0 ? 0 : p - r, hi = p + r >= P ? P - 1 : p + r;
-                float acc;
-                if (s->pooling == SNAPKV_POOL_MAX) {
-                    acc = v[lo];
-                    for (int j = lo + 1; j <= hi; j++)
-                        acc = v[j] > acc ? v[j] : acc;
-                } else { // count_include_pad: the zero padding counts in the divisor
-                    acc = 0;
-                    for (int j = lo; j <= hi; j++)
-                        acc += v[j];
-                    acc /= (float)s->kernel;
-                }
-                group_sum += acc;
+typedef struct pool_job {
+    float *pooled;
+    const float *votes;
+    const snapkv_shape *s;
+} pool_job;
+
+static void pool_group(void *arg, int64_t item, int tid) {
+    const pool_job *j = arg;
+    const snapkv_shape *s = j->s;
+    const int g = (int)item, G = s->H / s->Hkv, P = s->L - s->w, r = s->kernel / 2;
+    float *out = j->pooled + (size_t)g * (size_t)P;
+    for (int p = 0; p < P; p++) {
+        float group_sum = 0;
+        for (int hh = 0; hh < G; hh++) {
+            const float *v = j->votes + (size_t)(g * G + hh) * (size_t)P;
+            const int lo = p - r < 0 ? 0 : p - r, hi = p + r >= P ? P - 1 : p + r;
+            float acc;
+            if (s->pooling == SNAPKV_POOL_MAX) {
+                acc = v[lo];
+                for (int k = lo + 1; k <= hi; k++)
+                    acc = v[k] > acc ? v[k] : acc;
+            } else { // count_include_pad: the zero padding counts in the divisor
+                acc = 0;
+                for (int k = lo; k <= hi; k++)
+                    acc += v[k];
+                acc /= (float)s->kernel;
             }
-            out[p] = group_sum / (float)G;
+            group_sum += acc;
         }
+        out[p] = group_sum / (float)G;
     }
+}
+
+snp_status cpu_snapkv_pool(void *ctx, float *pooled, const float *votes, const snapkv_shape *s) {
+    cpu_ctx *c = ctx;
+    TRY(snapkv_shape_check("cpu", s, "snapkv_pool"));
+    pool_job job = {.pooled = pooled, .votes = votes, .s = s};
+    cpu_pool_for(c->pool, c->n_threads, s->Hkv, pool_group, &job);
     return SNP_OK;
 }
 
@@ -104,36 +125,65 @@ static int by_int32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+typedef struct select_job {
+    int32_t *idx;
+    const float *pooled;
+    const snapkv_shape *s;
+    _Atomic int failed;
+} select_job;
+
+static void select_group(void *arg, int64_t item, int tid) {
+    select_job *j = arg;
+    const snapkv_shape *s = j->s;
+    const int g = (int)item, P = s->L - s->w, keep = s->budget - s->w, C = s->budget;
+    vote_pos *vp = malloc(sizeof *vp * (size_t)P);
+    if (!vp) {
+        j->failed = 1;
+        return;
+    }
+    const float *v = j->pooled + (size_t)g * (size_t)P;
+    for (int p = 0; p < P; p++)
+        vp[p] = (vote_pos){v[p], p};
+    qsort(vp, (size_t)P, sizeof *vp, by_vote_then_pos);
+    int32_t *out = j->idx + (size_t)g * (size_t)C;
+    for (int i = 0; i < keep; i++)
+        out[i] = vp[i].pos;
+    qsort(out, (size_t)keep, sizeof *out, by_int32);
+    for (int i = 0; i < s->w; i++)
+        out[keep + i] = P + i;
+    free(vp);
+}
+
 snp_status cpu_snapkv_select(void *ctx, int32_t *idx, const float *pooled, const snapkv_shape *s) {
+    cpu_ctx *c = ctx;
     TRY(snapkv_shape_check("cpu", s, "snapkv_select"));
-    const int P = s->L - s->w, keep = s->budget - s->w, C = s->budget;
+    const int P = s->L - s->w, keep = s->budget - s->w;
     if (keep > P)
         return snp_fail(SNP_ERR_ARGUMENT,
                         "snapkv_select: %d prompt keys fit the budget %d: nothing to select", s->L,
-                        C);
-    int failed = 0;
-#pragma omp parallel for schedule(static)
-    for (int g = 0; g < s->Hkv; g++) {
-        vote_pos *vp = malloc(sizeof *vp * (size_t)P);
-        if (!vp) {
-#pragma omp atomic write
-            failed = 1;
-            continue;
-        }
-        const float *v = pooled + (size_t)g * (size_t)P;
-        for (int p = 0; p < P; p++)
-            vp[p] = (vote_pos){v[p], p};
-        qsort(vp, (size_t)P, sizeof *vp, by_vote_then_pos);
-        int32_t *out = idx + (size_t)g * (size_t)C;
-        for (int i = 0; i < keep; i++)
-            out[i] = vp[i].pos;
-        qsort(out, (size_t)keep, sizeof *out, by_int32);
-        for (int i = 0; i < s->w; i++)
-            out[keep + i] = P + i;
-        free(vp);
-    }
-    if (failed) return snp_fail(SNP_ERR_MEMORY, "snapkv_select: out of memory for %d keys", P);
+                        s->budget);
+    select_job job = {.idx = idx, .pooled = pooled, .s = s};
+    cpu_pool_for(c->pool, c->n_threads, s->Hkv, select_group, &job);
+    if (job.failed) return snp_fail(SNP_ERR_MEMORY, "snapkv_select: out of memory for %d keys", P);
     return SNP_OK;
+}
+
+typedef struct gather_job {
+    float *dst;
+    const float *src;
+    const int32_t *idx;
+    int D, n_idx, src_cap, dst_cap, row0;
+} gather_job;
+
+static void gather_head(void *arg, int64_t item, int tid) {
+    const gather_job *j = arg;
+    const int g = (int)item;
+    for (int i = 0; i < j->n_idx; i++) {
+        int32_t k = j->idx[(size_t)g * (size_t)j->n_idx + (size_t)i];
+        memcpy(j->dst + ((size_t)g * (size_t)j->dst_cap + (size_t)(j->row0 + i)) * (size_t)j->D,
+               j->src + ((size_t)g * (size_t)j->src_cap + (size_t)k) * (size_t)j->D,
+               sizeof(float) * (size_t)j->D);
+    }
 }
 
 snp_status cpu_kv_gather(void *ctx, void *dst, const void *src, const int32_t *idx, int Hkv, int D,
@@ -149,16 +199,9 @@ snp_status cpu_kv_gather(void *ctx, void *dst, const void *src, const int32_t *i
                 return snp_fail(SNP_ERR_ARGUMENT,
                                 "kv_gather: index %d of head %d is outside [0, %d)", j, g, src_cap);
         }
-    const float *S = src;
-    float *Dst = dst;
-#pragma omp parallel for schedule(static)
-    for (int g = 0; g < Hkv; g++)
-        for (int i = 0; i < n_idx; i++) {
-            int32_t j = idx[(size_t)g * (size_t)n_idx + (size_t)i];
-            memcpy(Dst + ((size_t)g * (size_t)dst_cap + (size_t)(row0 + i)) * (size_t)D,
-                   S + ((size_t)g * (size_t)src_cap + (size_t)j) * (size_t)D,
-                   sizeof(float) * (size_t)D);
-        }
+    cpu_ctx *c = ctx;
+    gather_job job = {dst, src, idx, D, n_idx, src_cap, dst_cap, row0};
+    cpu_pool_for(c->pool, c->n_threads, Hkv, gather_head, &job);
     return SNP_OK;
 }
 

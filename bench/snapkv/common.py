@@ -161,11 +161,22 @@ def run_cached(task, key, cmd, stdin_text=None, fresh=False, poll_rss=False):
     d = os.path.join(RAW, task)
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, key + ".json")
+    bin_sha = file_sha1(cmd[0]) if os.path.isfile(cmd[0]) else None
+    if bin_sha is None and "mpirun" in os.path.basename(cmd[0]):
+        bin_sha = next((file_sha1(c) for c in cmd if c.endswith("snaptp")), None)
     if not fresh and os.path.exists(path):
         with open(path) as f:
             rec = json.load(f)
-        if "error" not in rec:
+        # A result counts only if the same snaptp binary made it (the lead rebuilds now and then);
+        # records older than this field count if they are newer than the binary.
+        if "binary_sha1" in rec:
+            same = rec["binary_sha1"] == bin_sha
+        else:
+            same = os.path.getmtime(path) > os.path.getmtime(cmd[0])
+        if "error" not in rec and same:
             return rec
+        if not same:
+            print("  stale (another snaptp binary): %s" % key, file=sys.stderr)
     load0 = loadavg()
     t0 = time.time()
     if poll_rss:
@@ -175,7 +186,8 @@ def run_cached(task, key, cmd, stdin_text=None, fresh=False, poll_rss=False):
         stdout, stderr, rc, polled = out.stdout, out.stderr, out.returncode, None
     wall = time.time() - t0
     rec = {"cmd": cmd, "rc": rc, "wall_s": wall, "load_before": load0,
-           "load_after": loadavg()}
+           "load_after": loadavg(), "binary_sha1": bin_sha,
+           "date": datetime.datetime.now().isoformat(timespec="seconds")}
     if polled:
         rec["polled"] = polled
     if rc != 0:
@@ -189,6 +201,14 @@ def run_cached(task, key, cmd, stdin_text=None, fresh=False, poll_rss=False):
     with open(path, "w") as f:
         json.dump(rec, f, indent=1)
     return rec
+
+
+def file_sha1(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def short_hash(*parts):

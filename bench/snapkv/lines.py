@@ -87,8 +87,13 @@ def main():
     ap.add_argument("--max-load", type=float, default=0)
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--out-dir", default=common.RESULTS)
+    ap.add_argument("--prefix", default="snapkv_lines", help="output file names: PREFIX.csv/.md")
+    ap.add_argument("--window", type=int, default=common.WINDOW)
+    ap.add_argument("--kernel", type=int, default=common.KERNEL)
+    ap.add_argument("--pooling", default=common.POOLING)
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
+    common.WINDOW, common.KERNEL, common.POOLING = args.window, args.kernel, args.pooling
 
     binary, model = common.snaptp_bin(), common.model_path()
     tc = common.TokenCounter(binary, model)
@@ -148,14 +153,14 @@ def main():
     fields = ["length", "n_lines", "position_pct", "target_line", "policy", "budget", "config",
               "score", "digits", "retrieved_line", "same_as_full", "want", "prompt_tokens",
               "prefill_s", "decode_tok_s", "kv_bytes", "load1_before", "answer", "error"]
-    path = os.path.join(args.out_dir, "snapkv_lines.csv")
+    path = os.path.join(args.out_dir, "%s.csv" % args.prefix)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow(r)
     print("wrote", path, file=sys.stderr)
-    summary(rows, lengths, configs, args, os.path.join(args.out_dir, "snapkv_lines.md"))
+    summary(rows, lengths, configs, args, os.path.join(args.out_dir, "%s.md" % args.prefix))
 
 
 def _mean(xs):

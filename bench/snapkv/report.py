@@ -39,6 +39,12 @@ def main():
     binary = common.snaptp_bin()
     niah = read_csv(os.path.join(d, "snapkv_niah.csv"))
     lines = read_csv(os.path.join(d, "snapkv_lines.csv"))
+    # The whole grids again with another pooling kernel (niah.py/lines.py --kernel 15): their
+    # snapkv rows join the summary (their full rows are the same cached runs as above).
+    niah_all = niah + [r for r in read_csv(os.path.join(d, "snapkv_niah_k15_grid.csv"))
+                       if r["policy"] == "snapkv"]
+    lines_all = lines + [r for r in read_csv(os.path.join(d, "snapkv_lines_k15.csv"))
+                         if r["policy"] == "snapkv"]
     mem = read_csv(os.path.join(d, "snapkv_memory.csv"))
     speed = read_csv(os.path.join(d, "snapkv_speed.csv"))
     hf = read_csv(os.path.join(d, "snapkv_hf_check.csv"))
@@ -49,7 +55,7 @@ def main():
            "# date: %s; snaptp %s (commit %s%s); machine: %s" % (
                common.today(), binary, commit, ", working tree modified" if dirty else "",
                common.machine()),
-           "# units: accuracy in %% of questions; memory in MiB (2^20 B) and bytes/token; speed in "
+           "# units: accuracy in % of questions; memory in MiB (2^20 B) and bytes/token; speed in "
            "tokens/s; times in s",
            "# 1-min load average before the runs: min %.2f, mean %.2f, max %.2f (2 cores shared "
            "with other work: accuracy does not depend on it; speed rows say their own load)" % (
@@ -66,29 +72,31 @@ def main():
     out += ["## Summary", ""]
     if niah or lines:
         names = []
-        for r in niah + lines:
+        for r in niah_all + lines_all:
             if r["config"] not in names:
                 names.append(r["config"])
-        out += ["Accuracy (exact answer), averaged over each grid; needle partial credit and "
-                "agreement with full KV's answer in parentheses:", "",
-                "| config | needle (5 depths x 4 lengths) | needle partial | line retrieval | "
+        out += ["Accuracy (% exact answers), averaged over each grid (needle: 5 depths x 4 "
+                "lengths; lines: 5 targets x 4 lengths), with the needle's partial credit and the "
+                "share of answers identical to full KV's. Rows ending in -w32-k15-max use pooling "
+                "kernel 15 instead of snaptp's default 7 (same documents and questions):", "",
+                "| config | needle | needle partial | line retrieval | "
                 "same answer as full (needle / lines) |", "|---|---:|---:|---:|---:|"]
         for n in names:
-            nr = [r for r in niah if r["config"] == n and r["score"] != ""]
-            lr = [r for r in lines if r["config"] == n and r["score"] != ""]
+            nr = [r for r in niah_all if r["config"] == n and r["score"] != ""]
+            lr = [r for r in lines_all if r["config"] == n and r["score"] != ""]
             same = "-" if n == "full" else "%.0f / %.0f" % (
                 100 * mean([r["same_as_full"] for r in nr]), 100 * mean([r["same_as_full"] for r in lr]))
             out.append("| %s | %.0f | %.0f | %.0f | %s |" % (
                 n, 100 * mean([r["score"] for r in nr]), 100 * mean([r["partial"] for r in nr]),
                 100 * mean([r["score"] for r in lr]), same))
-        lengths = sorted({int(r["length"]) for r in niah})
+        lengths = sorted({int(r["length"]) for r in niah_all})
         if lengths:
             out += ["", "Needle score per length (%):", "",
                     "| config | " + " | ".join(str(L) for L in lengths) + " |",
                     "|---|" + "---:|" * len(lengths)]
             for n in names:
                 out.append("| %s | %s |" % (n, " | ".join(
-                    "%.0f" % (100 * mean([r["score"] for r in niah if r["config"] == n and
+                    "%.0f" % (100 * mean([r["score"] for r in niah_all if r["config"] == n and
                                           int(r["length"]) == L and r["score"] != ""]))
                     for L in lengths)))
         out.append("")
@@ -115,6 +123,8 @@ def main():
         out.append("")
     variants = []
     for vp in sorted(glob.glob(os.path.join(d, "snapkv_niah_*.csv"))):
+        if vp.endswith("_grid.csv"):
+            continue
         variants += [r for r in read_csv(vp) if r["policy"] == "snapkv"]
     if variants:
         vl = sorted({int(r["length"]) for r in variants})
@@ -155,12 +165,15 @@ def main():
                                r["load1_before"], r["load1_after"]))
         out.append("")
 
-    for name in ("snapkv_niah.md", "snapkv_lines.md", "snapkv_memory.md", "snapkv_speed.md"):
-        p = os.path.join(d, name)
+    for name in ("snapkv_niah", "snapkv_niah_k15_grid", "snapkv_lines", "snapkv_lines_k15",
+                 "snapkv_memory", "snapkv_speed"):
+        p = os.path.join(d, name + ".md")
         if os.path.exists(p):
             body = open(p).read().rstrip("\n")
-            if name == "snapkv_niah.md" and os.path.exists(os.path.join(d, "snapkv_niah.png")):
-                body += "\n\n![needle heatmaps](snapkv_niah.png)"
+            if name.endswith("_k15_grid") or name.endswith("_k15"):
+                body = body.replace("`)", "` with --kernel 15)", 1)
+            if os.path.exists(os.path.join(d, name + ".png")):
+                body += "\n\n![needle heatmaps](%s.png)" % name
             out += [body, ""]
     path = os.path.join(d, "snapkv.md")
     with open(path, "w") as f:

@@ -5,6 +5,8 @@
 #   2. lines.py     LongEval-style line retrieval, 1K-8K tokens x 5 target positions
 #   3. memory.py    peak memory vs prompt length (2K-8K), full vs snapkv 1024, a process each
 #   4. speed.py     prefill/decode tokens/s at 2K/4K/8K, full vs snapkv 1024 (waits for low load)
+#   then the needle at 2K/4K with other window/kernel/pooling settings, and the whole needle
+#   and line grids again with pooling kernel 15 (and the needle with 31 at budget 1024)
 #   5. hf_check.py  a few needle cells against the published algorithm on HF transformers
 #   6. report.py    bench/results/snapkv.md
 # Finished runs are cached in bench/out/snapkv/<task>/ (gitignored), so an interrupted run
@@ -69,11 +71,16 @@ for v in "--kernel 15:k15" "--kernel 31:k31" "--pooling avg:avg" "--window 16 --
     # shellcheck disable=SC2086
     "$py" $s/niah.py --lengths 2048,4096 --budgets 1024 ${v%%:*} --prefix "snapkv_niah_${v##*:}" "${fresh[@]}"
 done
+# The kernels that won there, over the whole grids (full KV's runs are shared with the first
+# grid through the cache): kernel 15 at every budget, kernel 31 at budget 1024.
+"$py" $s/niah.py --kernel 15 --prefix snapkv_niah_k15_grid "${fresh[@]}"
+"$py" $s/lines.py --kernel 15 --prefix snapkv_lines_k15 "${fresh[@]}"
+"$py" $s/niah.py --kernel 31 --budgets 1024 --prefix snapkv_niah_k31_grid "${fresh[@]}"
 if [ $hf = 1 ]; then
     # Cells where snapkv's answer differed from full KV's in the first full run (document L<len>_d<depth>).
     csv=bench/results/snapkv_hf_check.csv
     rm -f $csv
-    for cell in L1024_d25:256 L2048_d0:1024 L4096_d50:1024 L8192_d75:1024; do
+    for cell in L1024_d25:256 L2048_d0:1024 L4096_d50:1024; do  # 8K: ~10 GB in HF eager attention
         "$py" $s/hf_check.py --document "bench/out/snapkv/niah_docs/${cell%%:*}_s2024.txt" \
             --budget "${cell##*:}" --append-csv $csv \
             --question "What is the secret passphrase for the vault? Reply with the passphrase only."

@@ -86,9 +86,9 @@ def main():
            "# machine: %s, 2 cores; Open MPI shared memory (btl self,vader); date %s" % (a.machine, date),
            "# 1-min load average before/after the runs: %s (each run first waited, up to %s s, for "
            "load <= %s)" % (lo, a.max_wait, a.max_load),
-           "", "Every rank runs one thread (OMP_NUM_THREADS=1, --threads 1), so tp=2 uses both "
+           "", "Every rank runs one thread (--threads 1), so tp=2 uses both "
            "cores and tp=1 (1 thread) one: a perfect split would double tokens/s. tp=1 with 2 "
-           "threads is the same-cores reference (OpenMP inside one process instead of two ranks "
+           "threads is the same-cores reference (the thread pool inside one process instead of two ranks "
            "joined by all-reduce). SmolLM2's 9 heads do not split over 2 ranks (snaptp refuses "
            "tp=2 naming the head counts), so it runs at tp=3: **3 ranks on 2 cores is "
            "oversubscribed**, one rank always waits for a core; its numbers measure the "
@@ -141,7 +141,7 @@ def main():
         out.append("")
     if failures:
         out += ["Failed runs:", ""] + ["- " + f for f in failures] + [""]
-    out += ["Commands (OMP_NUM_THREADS=1 exported; mpirun flags from tests/mpi_env.sh):", "", "```"]
+    out += ["Commands as run (mpirun flags from tests/mpi_env.sh):", "", "```"]
     out += cmds + ["```", ""]
     with open(os.path.join(a.out_dir, "tp.md"), "w") as f:
         f.write("\n".join(out))

@@ -99,7 +99,7 @@ bench_args=(bench --prompt-tokens "$prompt_tokens" --gen-tokens "$gen" --repeat 
 for spec in "llama768:$rand_model:2" "smollm2:$gguf:3"; do
     IFS=: read -r tag model np <<<"$spec"
     run "${tag}_tp1_t1" "$bin" "${bench_args[@]}" --model "$model" --threads 1
-    run "${tag}_tp${np}_t1" mpirun "${mpi_flags[@]}" -np "$np" -x OMP_NUM_THREADS \
+    run "${tag}_tp${np}_t1" mpirun "${mpi_flags[@]}" -np "$np" \
         "$bin" "${bench_args[@]}" --model "$model" --threads 1
     run "${tag}_tp1_t2" "$bin" "${bench_args[@]}" --model "$model" --threads 2
     tok=()
@@ -107,7 +107,7 @@ for spec in "llama768:$rand_model:2" "smollm2:$gguf:3"; do
     gen_args=(generate --model "$model" "${tok[@]}" --max-tokens 16 --threads 1 --json --prompt
         "Tensor parallelism splits every layer's heads over the ranks and joins them with all-reduce.")
     run "${tag}_gen_tp1" "$bin" "${gen_args[@]}"
-    run "${tag}_gen_tp${np}" mpirun "${mpi_flags[@]}" -np "$np" -x OMP_NUM_THREADS "$bin" "${gen_args[@]}"
+    run "${tag}_gen_tp${np}" mpirun "${mpi_flags[@]}" -np "$np" "$bin" "${gen_args[@]}"
 done
 
 "$py" "$repo/bench/tp/report.py" --raw "$raw" --out-dir "$out_dir" --machine "$(lscpu | sed -n 's/^Model name: *//p')" \

@@ -5,8 +5,10 @@ device calls that run it; nothing here has run on a GPU yet.
 
 Steps (--phase picks a list, --steps overrides it):
   env            GPU, driver, versions; snaptp's shared libraries resolve (ldd)
-  checks         tests/test_cuda_ops and tests/test_comm_select (SNAPTP_COMM=nccl on
-                 one GPU), when carried beside the binary (build_carry.sh does)
+  checks         tests/test_cuda_ops, tests/test_backend_parity (whole models, CPU vs
+                 CUDA, on the golden models and SmolLM2-shaped random weights made
+                 here) and tests/test_comm_select (SNAPTP_COMM=nccl on one GPU), when
+                 carried beside the binary (build_carry.sh does)
   hbm            device-to-device copy bandwidth (torch, 4 GiB, median of 20)
   model          random 8B model (transformers init, bf16, on the GPU), written as
                  safetensors to --work; kept, parked in host memory, for the HF steps
@@ -138,23 +140,50 @@ def step_env(r):
           f"{'libraries missing' if missing else 'all libraries found'}")
 
 
+def parity_model(r):
+    """SmolLM2-shaped random weights for test_backend_parity (the tiny shape in --tiny);
+    their directory, or None when they could not be made."""
+    import hf_bench
+    try:
+        shape = weights.TINY if r.a.tiny else weights.SMOLLM2_135M
+        cfg = weights.make_config(shape, n_ctx=2048)
+        torch.manual_seed(4321)
+        model = hf_bench.make_model(cfg, r.device)
+        d = Path(r.a.work) / ("parity_tiny" if r.a.tiny else "parity_smollm2_shape")
+        weights.write_model(model, d, log=r.log)
+        del model
+        if r.device == "cuda":
+            torch.cuda.empty_cache()
+        return d
+    except Exception as e:  # the op tests still run
+        r.error(f"parity model: {e!r}")
+        return None
+
+
 def step_checks(r):
-    """The CUDA backend's op test and the NCCL selection test, when carried: a
-    benchmark of kernels that compute the wrong thing means nothing."""
+    """The CUDA backend's op test, the whole-model CPU-vs-CUDA parity test (golden
+    models and SmolLM2-shaped random weights) and the NCCL selection test, when
+    carried: a benchmark of kernels that compute the wrong thing means nothing."""
     checks = {}
-    for name, limit in (("test_cuda_ops", 150), ("test_comm_select", 90)):
+    env = dict(r.env, SNAPTP_SOURCE_DIR=str(REPO))
+    pm = parity_model(r)
+    if pm:
+        env["SNAPTP_PARITY_MODELS"] = str(pm)
+    for name, limit in (("test_cuda_ops", 150), ("test_backend_parity", 240),
+                        ("test_comm_select", 90)):
         bindir = Path(r.a.snaptp).parent
         exe = next((e for e in (bindir / name, bindir / "tests" / name) if e.exists()), None)
         if exe is None:
             checks[name] = "not carried"
             continue
         try:
-            p = subprocess.run([str(exe)], capture_output=True, text=True, env=r.env,
+            p = subprocess.run([str(exe)], capture_output=True, text=True, env=env,
                                timeout=min(limit, max(10.0, r.left() - 300)))
             out = (p.stdout + p.stderr).strip().splitlines()
             checks[name] = f"exit {p.returncode}: {out[-1] if out else ''}"
             fails = [ln for ln in out if ln.startswith("FAIL")][:20]
-            r.log(f"{name}: exit {p.returncode}\n    " + "\n    ".join(fails + out[-6:]))
+            shown = out if name == "test_backend_parity" else out[-6:]  # its per-model lines
+            r.log(f"{name}: exit {p.returncode}\n    " + "\n    ".join(fails + shown))
             if p.returncode != 0:
                 r.error(f"{name} failed: {checks[name]}")
         except subprocess.TimeoutExpired:

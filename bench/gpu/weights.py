@@ -22,6 +22,14 @@ LLAMA3_8B = dict(
                       original_max_position_embeddings=8192),
 )
 
+# SmolLM2-135M's shape (untied head here): test_backend_parity's real-sized model on a
+# GPU machine, where the GGUF itself does not travel.
+SMOLLM2_135M = dict(
+    hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+    head_dim=64, intermediate_size=1536, vocab_size=49152, rms_norm_eps=1e-5,
+    rope_theta=100000.0, rope_scaling=None,
+)
+
 # The tiny golden model's shape (tests/golden/llama_gqa): what --tiny runs on the CPU.
 TINY = dict(
     hidden_size=256, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,

@@ -18,7 +18,6 @@
 // where everything must agree exactly, and the test prints "skipped: no GPU".
 // SNAPTP_PARITY_BACKEND names another candidate.
 #include <dirent.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,29 +68,6 @@ static int side_open(test_counts *tc, side *s, const char *path) {
     return test_check(tc, st == SNP_OK, "%s: forward_init: %s", s->tag, snp_error());
 }
 
-// top2_margin: the largest logit minus the second largest.
-static float top2_margin(const float *x, int V) {
-    float a = -INFINITY, b = -INFINITY;
-    for (int i = 0; i < V; i++) {
-        if (x[i] > a) {
-            b = a;
-            a = x[i];
-        } else if (x[i] > b) {
-            b = x[i];
-        }
-    }
-    return a - b;
-}
-
-static float logit_range(const float *x, int V) {
-    float lo = x[0], hi = x[0];
-    for (int i = 1; i < V; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
-    }
-    return hi - lo;
-}
-
 typedef struct agreement {
     double worst;     // max relative logit error
     int argmax_same;  // rows with the same argmax
@@ -108,7 +84,7 @@ static void compare_rows(agreement *a, const float *ref, const float *got, int n
         if (!(e <= a->worst)) a->worst = e;
         int same = sampler_argmax(x, V) == sampler_argmax(y, V);
         a->argmax_same += same;
-        if (top2_margin(x, V) > 2.0 * tol * logit_range(x, V)) {
+        if (test_argmax_clear(x, (size_t)V, tol)) {
             a->argmax_clear++;
             a->clear_same += same;
         }

@@ -4,6 +4,13 @@
 // whole model's within 1e-5 of the logit range, greedy tokens must be identical,
 // and with SnapKV each rank's heads must keep the positions the whole model keeps
 // for those heads. Failures of any rank are summed to rank 0.
+//
+// SNAPTP_TP_BACKEND=cuda runs it on the CUDA backend (ranks may share one GPU: the
+// local rank picks the device, wrapping; SNAPTP_COMM=mpi stages all-reduces through
+// host memory). bf16 rounds the partial sums before they are joined, so there the
+// bounds are bf16's: 3e-2 of the logit range, each step fed tp=1's token and the
+// argmax held equal where tp=1's top-2 margin is clear of that, and 90% of the
+// kept positions per layer and head.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +24,14 @@
 #include "../runtime/snapkv.h"
 #include "support/test_support.h"
 
-static const double TOL_TP = 1e-5; // relative to the logit range; only summation order differs
+// Relative to the logit range. fp32: only the summation order differs.
+static const double TOL_TP_F32 = 1e-5, TOL_TP_BF16 = 3e-2;
+static const double MIN_OVERLAP_BF16 = 0.90;
 enum { N_GREEDY = 32, CHUNK = 16 };
+
+// Set in main from the backend's activation type.
+static double TOL_TP = 1e-5;
+static int lower_precision; // 1: bf16 bounds (see the top)
 
 typedef struct run {
     model *m;
@@ -65,18 +78,29 @@ static void check_full(test_counts *tc, const char *tag, run *tp, run *ref, cons
         if (!(e <= worst)) worst = e;
     }
     float *la = a + (size_t)(T - 1) * V, *lb = b + (size_t)(T - 1) * V;
+    int clear = 0, clear_same = 0;
     for (int i = 0; ok && i < N_GREEDY; i++) {
         int32_t ta = sampler_argmax(la, V), tb = sampler_argmax(lb, V);
-        if (ta != tb) break;
-        same++;
+        if (test_argmax_clear(lb, (size_t)V, TOL_TP)) {
+            clear++;
+            clear_same += ta == tb;
+        }
+        if (ta != tb && !lower_precision) break;
+        same += ta == tb;
         double e = test_max_rel_error(la, lb, (size_t)V);
         if (!(e <= worst)) worst = e;
-        ok = forward_run(tp->f, ka, &ta, 1, T + i, 0, la) == SNP_OK &&
+        // bf16: both get tp=1's token, so a near-tie cannot derail the rest.
+        ok = forward_run(tp->f, ka, lower_precision ? &tb : &ta, 1, T + i, 0, la) == SNP_OK &&
              forward_run(ref->f, kb, &tb, 1, T + i, 0, lb) == SNP_OK;
     }
     test_check(tc, ok || same == N_GREEDY, "%s: forward failed: %s", tag, snp_error());
     test_check(tc, worst <= TOL_TP, "%s: logits differ from tp=1 by %.3g", tag, worst);
-    test_check(tc, same == N_GREEDY, "%s: %d of %d greedy tokens equal tp=1's", tag, same, N_GREEDY);
+    if (lower_precision)
+        test_check(tc, clear_same == clear, "%s: argmax differs from tp=1 on %d of %d clear steps",
+                   tag, clear - clear_same, clear);
+    else
+        test_check(tc, same == N_GREEDY, "%s: %d of %d greedy tokens equal tp=1's", tag, same,
+                   N_GREEDY);
     printf("  %-34s full   logits vs tp=1 %.1e, greedy %d/%d\n", tag, worst, same, N_GREEDY);
     kv_cache_free(ka);
     kv_cache_free(kb);
@@ -100,11 +124,20 @@ static void check_snapkv(test_counts *tc, const char *tag, run *tp, run *ref, co
              forward_prefill_snapkv(tp->f, ka, ids, L, &p, sa, la) == SNP_OK &&
              forward_prefill_snapkv(ref->f, kb, ids, L, &p, sb, lb) == SNP_OK;
     int differing = 0;
+    double worst_overlap = 1.0;
     for (int l = 0; ok && l < c->n_layers; l++)
-        for (int g = 0; g < Hkvl; g++)
-            if (memcmp(sa + ((size_t)l * Hkvl + g) * kept, sb + ((size_t)l * Hkv + kv0 + g) * kept,
-                       sizeof(int32_t) * (size_t)kept) != 0)
-                differing++;
+        for (int g = 0; g < Hkvl; g++) {
+            const int32_t *x = sa + ((size_t)l * Hkvl + g) * kept;
+            const int32_t *y = sb + ((size_t)l * Hkv + kv0 + g) * kept;
+            int common = 0; // both ascending
+            for (int i = 0, j = 0; i < kept && j < kept;) {
+                if (x[i] == y[j]) common++, i++, j++;
+                else if (x[i] < y[j]) i++;
+                else j++;
+            }
+            differing += common != kept;
+            if ((double)common / kept < worst_overlap) worst_overlap = (double)common / kept;
+        }
     double worst = ok ? test_max_rel_error(la, lb, (size_t)V) : 1;
     for (int i = 0; ok && i < 4; i++) {
         int32_t t = sampler_argmax(lb, V);
@@ -114,10 +147,15 @@ static void check_snapkv(test_counts *tc, const char *tag, run *tp, run *ref, co
         if (!(e <= worst)) worst = e;
     }
     test_check(tc, ok, "%s: snapkv run failed: %s", tag, snp_error());
-    test_check(tc, differing == 0, "%s: %d layer/head selections differ from tp=1", tag, differing);
+    if (lower_precision)
+        test_check(tc, worst_overlap >= MIN_OVERLAP_BF16,
+                   "%s: a layer/head keeps only %.0f%% of tp=1's positions", tag, 100 * worst_overlap);
+    else
+        test_check(tc, differing == 0, "%s: %d layer/head selections differ from tp=1", tag,
+                   differing);
     test_check(tc, worst <= TOL_TP, "%s: snapkv logits differ from tp=1 by %.3g", tag, worst);
-    printf("  %-34s snapkv heads %d..%d positions %s, logits vs tp=1 %.1e\n", tag, kv0,
-           kv0 + Hkvl - 1, differing ? "DIFFER" : "identical", worst);
+    printf("  %-34s snapkv heads %d..%d positions %s (worst overlap %.0f%%), logits vs tp=1 %.1e\n",
+           tag, kv0, kv0 + Hkvl - 1, differing ? "DIFFER" : "identical", 100 * worst_overlap, worst);
     kv_cache_free(ka);
     kv_cache_free(kb);
     free(sa);
@@ -171,8 +209,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     backend *be = NULL;
-    const backend_options bo = {.n_threads = 1};
-    if (test_check(&tc, backend_open("cpu", &bo, &be) == SNP_OK, "cpu: %s", snp_error())) {
+    const char *bname = getenv("SNAPTP_TP_BACKEND");
+    if (!bname || !*bname) bname = "cpu";
+    const backend_options bo = {.n_threads = 1, .device = comm_local_rank(c)};
+    int ok = test_check(&tc, backend_open(bname, &bo, &be) == SNP_OK, "%s: %s", bname, snp_error());
+    if (ok && !be->ops->host_memory)
+        ok = test_check(&tc, comm_device_setup(c, bo.device) == SNP_OK, "comm: %s", snp_error());
+    if (ok) {
+        lower_precision = be->ops->act_bytes < sizeof(float);
+        TOL_TP = lower_precision ? TOL_TP_BF16 : TOL_TP_F32;
+        if (comm_rank(c) == 0)
+            printf("backend %s (comm %s): logits within %.0e of tp=1's range\n", bname,
+                   comm_backend_name(c), TOL_TP);
         const char *tiny[] = {"llama_gqa", "llama_gqa_gguf", "mistral", "qwen2_mha", "qwen3"};
         const char *file[] = {"", "/model.gguf", "", "", ""};
         for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {

@@ -14,9 +14,10 @@ build="${1:-$root/build-gpu}"
 carry="$root/.gpu"
 
 cmake -S "$root" -B "$build" -DSNAPTP_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j2 --target snaptp test_cuda_ops test_backend_parity
+cmake --build "$build" -j2 --target snaptp test_cuda_ops test_backend_parity test_tp
 mkdir -p "$carry/bin"
-cp "$build/snaptp" "$build/tests/test_cuda_ops" "$build/tests/test_backend_parity" "$carry/bin/"
+cp "$build/snaptp" "$build/tests/test_cuda_ops" "$build/tests/test_backend_parity" \
+    "$build/tests/test_tp" "$carry/bin/"
 
 # test_comm_select with NCCL linked (a build of its own, so that the benchmark's
 # snaptp does not depend on finding libnccl.so.2 there): on one GPU it runs the real

@@ -21,6 +21,7 @@ dest="${1:-$root/.gpu/debs}"
 packages=(
     libopenmpi3             # libmpi, libopen-rte, libopen-pal and the MCA components
     openmpi-common          # help texts: Open MPI's error messages read them
+    openmpi-bin             # mpirun and orted: test_tp at tp = 2 on one GPU
     libpmix2                # PMIx, linked by the pmix components
     libevent-core-2.1-7     # libopen-pal's event loop
     libevent-pthreads-2.1-7
@@ -38,7 +39,6 @@ packages=(
     libopenblas0-pthread    # BLAS of the CPU backend (linked even when it is not used)
     libgfortran5            # OpenBLAS's LAPACK part
     libquadmath0
-    libgomp1                # OpenMP of the CPU backend
     libcjson1               # configs and --json
     libutf8proc2            # tokenizer normalization
     libpcre2-8-0            # tokenizer pre-split

@@ -9,6 +9,8 @@ Steps (--phase picks a list, --steps overrides it):
                  CUDA, on the golden models and SmolLM2-shaped random weights made
                  here) and tests/test_comm_select (SNAPTP_COMM=nccl on one GPU), when
                  carried beside the binary (build_carry.sh does)
+  tp2            tests/test_tp under mpirun -np 2 on one GPU, host-staged all-reduce
+                 (SNAPTP_COMM=mpi): tp = 2 against tp = 1 (carried orterun)
   hbm            device-to-device copy bandwidth (torch, 4 GiB, median of 20)
   model          random 8B model (transformers init, bf16, on the GPU), written as
                  safetensors to --work; kept, parked in host memory, for the HF steps
@@ -55,9 +57,9 @@ import weights  # noqa: E402
 from gpu_mem import GpuSampler  # noqa: E402
 
 PHASES = {
-    "main": "env checks hbm model snaptp_full snaptp_snapkv plan hf_full hf_snapkv",
+    "main": "env checks tp2 hbm model snaptp_full snaptp_snapkv plan hf_full hf_snapkv",
     "long": "env hbm long ladder",
-    "tiny": "env checks hbm model snaptp_full snaptp_snapkv plan hf_full hf_snapkv long ladder",
+    "tiny": "env checks tp2 hbm model snaptp_full snaptp_snapkv plan hf_full hf_snapkv long ladder",
 }
 HF_RESERVE_S = 120  # kept for the HF steps while snaptp runs (their expected cost, 8B)
 
@@ -190,6 +192,39 @@ def step_checks(r):
             checks[name] = f"timeout after {limit} s"
             r.error(f"{name}: {checks[name]}")
     r.res["meta"]["checks"] = checks
+
+
+def step_tp2(r):
+    """tp = 2 on one GPU: tests/test_tp under mpirun -np 2 on the CUDA backend, both
+    ranks on device 0 (the local rank wraps), all-reduces staged through host memory
+    over MPI (SNAPTP_COMM=mpi): every rank's shard against the whole model. The GPU
+    image has no MPI: mpirun (orterun) comes from the carried openmpi-bin."""
+    checks = r.res["meta"].setdefault("checks", {})
+    bindir = Path(r.a.snaptp).parent
+    exe = next((e for e in (bindir / "test_tp", bindir / "tests" / "test_tp") if e.exists()), None)
+    launcher = (str(Path(r.a.rt_root) / "usr/bin/orterun") if not r.a.no_rt
+                else shutil.which("mpirun"))
+    if exe is None or not launcher or not Path(launcher).exists():
+        checks["test_tp_np2"] = "not carried" if exe is None else "no mpirun"
+        r.log(f"tp2: {checks['test_tp_np2']}")
+        return
+    env = dict(r.env, SNAPTP_SOURCE_DIR=str(REPO), SNAPTP_TP_BACKEND=r.backend,
+               SNAPTP_COMM="mpi", OMPI_MCA_btl="self,vader", OMPI_MCA_pml="ob1",
+               OMPI_MCA_btl_vader_single_copy_mechanism="none")
+    env.pop("OMPI_MCA_ess_singleton_isolated", None)  # mpirun starts these ranks
+    cmd = [launcher, "--oversubscribe", "--bind-to", "none", "--allow-run-as-root", "-np", "2",
+           str(exe)]
+    limit = min(300, max(10.0, r.left() - 300))
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=limit)
+        out = (p.stdout + p.stderr).strip().splitlines()
+        checks["test_tp_np2"] = f"exit {p.returncode}: {out[-1] if out else ''}"
+        r.log(f"tp2 ({r.backend}, SNAPTP_COMM=mpi): exit {p.returncode}\n    " + "\n    ".join(out))
+        if p.returncode != 0:
+            r.error(f"test_tp at tp=2 failed: {checks['test_tp_np2']}")
+    except subprocess.TimeoutExpired:
+        checks["test_tp_np2"] = f"timeout after {limit:.0f} s"
+        r.error(f"tp2: {checks['test_tp_np2']}")
 
 
 def step_hbm(r):
@@ -454,7 +489,7 @@ def step_ladder(r):
 
 
 STEPS = {
-    "env": step_env, "checks": step_checks, "hbm": step_hbm, "model": step_model,
+    "env": step_env, "checks": step_checks, "tp2": step_tp2, "hbm": step_hbm, "model": step_model,
     "snaptp_full": lambda r: step_snaptp(r, "full", 0.5),
     "snaptp_snapkv": lambda r: step_snaptp(r, "snapkv", 1.0),
     "plan": step_plan,

@@ -147,3 +147,18 @@ double test_max_rel_error(const float *a, const float *b, size_t n) {
     double range = hi - lo > 0 ? hi - lo : 1.0;
     return err / range;
 }
+
+int test_argmax_clear(const float *ref, size_t n, double tol) {
+    float a = -INFINITY, b = -INFINITY, lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (ref[i] > a) {
+            b = a;
+            a = ref[i];
+        } else if (ref[i] > b) {
+            b = ref[i];
+        }
+        lo = ref[i] < lo ? ref[i] : lo;
+        hi = ref[i] > hi ? ref[i] : hi;
+    }
+    return (double)a - b > 2.0 * tol * ((double)hi - lo);
+}

@@ -39,4 +39,9 @@ int32_t *test_json_ints(const cJSON *item, size_t *out_n);
 // reference b, the "relative to the logit range" measure of the parity tests.
 double test_max_rel_error(const float *a, const float *b, size_t n);
 
+// test_argmax_clear: 1 when the reference row's top-2 margin exceeds `tol` times
+// its logit range twice over, so that an error within tol cannot flip its argmax
+// (lower-precision backends are held to the same argmax only on such rows).
+int test_argmax_clear(const float *ref, size_t n, double tol);
+
 #endif

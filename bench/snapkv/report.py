@@ -7,6 +7,7 @@ import argparse
 import csv
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -39,12 +40,13 @@ def main():
     binary = common.snaptp_bin()
     niah = read_csv(os.path.join(d, "snapkv_niah.csv"))
     lines = read_csv(os.path.join(d, "snapkv_lines.csv"))
-    # The whole grids again with another pooling kernel (niah.py/lines.py --kernel 15): their
-    # snapkv rows join the summary (their full rows are the same cached runs as above).
-    niah_all = niah + [r for r in read_csv(os.path.join(d, "snapkv_niah_k15_grid.csv"))
-                       if r["policy"] == "snapkv"]
-    lines_all = lines + [r for r in read_csv(os.path.join(d, "snapkv_lines_k15.csv"))
-                         if r["policy"] == "snapkv"]
+    # The whole grids again with another pooling kernel (snapkv_niah_k<K>_grid.csv,
+    # snapkv_lines_k<K>.csv from niah.py/lines.py --kernel K): their snapkv rows join the
+    # summary (their full rows are the same cached runs as above).
+    niah_grids = sorted(glob.glob(os.path.join(d, "snapkv_niah_k*_grid.csv")))
+    lines_grids = sorted(glob.glob(os.path.join(d, "snapkv_lines_k*.csv")))
+    niah_all = niah + [r for p in niah_grids for r in read_csv(p) if r["policy"] == "snapkv"]
+    lines_all = lines + [r for p in lines_grids for r in read_csv(p) if r["policy"] == "snapkv"]
     mem = read_csv(os.path.join(d, "snapkv_memory.csv"))
     speed = read_csv(os.path.join(d, "snapkv_speed.csv"))
     hf = read_csv(os.path.join(d, "snapkv_hf_check.csv"))
@@ -77,18 +79,20 @@ def main():
                 names.append(r["config"])
         out += ["Accuracy (% exact answers), averaged over each grid (needle: 5 depths x 4 "
                 "lengths; lines: 5 targets x 4 lengths), with the needle's partial credit and the "
-                "share of answers identical to full KV's. Rows ending in -w32-k15-max use pooling "
-                "kernel 15 instead of snaptp's default 7 (same documents and questions):", "",
+                "share of answers identical to full KV's. Rows ending in -w32-kK-max use pooling "
+                "kernel K instead of snaptp's default 7 (same documents and questions; a dash: "
+                "not run):", "",
                 "| config | needle | needle partial | line retrieval | "
                 "same answer as full (needle / lines) |", "|---|---:|---:|---:|---:|"]
         for n in names:
             nr = [r for r in niah_all if r["config"] == n and r["score"] != ""]
             lr = [r for r in lines_all if r["config"] == n and r["score"] != ""]
-            same = "-" if n == "full" else "%.0f / %.0f" % (
-                100 * mean([r["same_as_full"] for r in nr]), 100 * mean([r["same_as_full"] for r in lr]))
-            out.append("| %s | %.0f | %.0f | %.0f | %s |" % (
-                n, 100 * mean([r["score"] for r in nr]), 100 * mean([r["partial"] for r in nr]),
-                100 * mean([r["score"] for r in lr]), same))
+            def pct(rows, key):
+                return "%.0f" % (100 * mean([r[key] for r in rows])) if rows else "-"
+            same = "-" if n == "full" else "%s / %s" % (pct(nr, "same_as_full"),
+                                                        pct(lr, "same_as_full"))
+            out.append("| %s | %s | %s | %s | %s |" % (
+                n, pct(nr, "score"), pct(nr, "partial"), pct(lr, "score"), same))
         lengths = sorted({int(r["length"]) for r in niah_all})
         if lengths:
             out += ["", "Needle score per length (%):", "",
@@ -165,13 +169,14 @@ def main():
                                r["load1_before"], r["load1_after"]))
         out.append("")
 
-    for name in ("snapkv_niah", "snapkv_niah_k15_grid", "snapkv_lines", "snapkv_lines_k15",
-                 "snapkv_memory", "snapkv_speed"):
+    grid_names = [os.path.basename(p)[:-4] for p in niah_grids + lines_grids]
+    for name in (["snapkv_niah", "snapkv_lines"] + grid_names + ["snapkv_memory", "snapkv_speed"]):
         p = os.path.join(d, name + ".md")
         if os.path.exists(p):
             body = open(p).read().rstrip("\n")
-            if name.endswith("_k15_grid") or name.endswith("_k15"):
-                body = body.replace("`)", "` with --kernel 15)", 1)
+            kernel = re.search(r"_k(\d+)(_grid)?$", name)
+            if kernel:
+                body = body.replace("`)", "` with --kernel %s)" % kernel.group(1), 1)
             if os.path.exists(os.path.join(d, name + ".png")):
                 body += "\n\n![needle heatmaps](%s.png)" % name
             out += [body, ""]

@@ -76,6 +76,7 @@ done
 "$py" $s/niah.py --kernel 15 --prefix snapkv_niah_k15_grid "${fresh[@]}"
 "$py" $s/lines.py --kernel 15 --prefix snapkv_lines_k15 "${fresh[@]}"
 "$py" $s/niah.py --kernel 31 --budgets 1024 --prefix snapkv_niah_k31_grid "${fresh[@]}"
+"$py" $s/lines.py --kernel 31 --budgets 1024 --prefix snapkv_lines_k31 "${fresh[@]}"
 if [ $hf = 1 ]; then
     # Cells where snapkv's answer differed from full KV's in the first full run (document L<len>_d<depth>).
     csv=bench/results/snapkv_hf_check.csv

@@ -118,7 +118,7 @@ int cmd_bench(int argc, char **argv) {
          "prompt lengths to measure (512); 0 = decode only", NULL},
         {"--gen-tokens", ARG_INT, &gen, "N", "tokens decoded after each prompt (128)", NULL},
         {"--repeat", ARG_INT, &repeat, "N", "repetitions per length (3)", NULL},
-        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: all cores)", NULL},
+        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
         {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
         {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},

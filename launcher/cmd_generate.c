@@ -69,7 +69,7 @@ int cmd_generate(int argc, char **argv) {
         {"--repeat-penalty", ARG_FLOAT, &sp.repetition_penalty, "R",
          "penalize tokens seen in the last 64 (1: off)", NULL},
         {"--seed", ARG_U64, &sp.seed, "N", "sampling seed (0)", NULL},
-        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: all cores)", NULL},
+        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
         {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
         {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},

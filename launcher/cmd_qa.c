@@ -107,7 +107,7 @@ int cmd_qa(int argc, char **argv) {
         {"--top-k", ARG_INT, &rc.sampling.top_k, "K", "top-k sampling (0: off)", NULL},
         {"--top-p", ARG_FLOAT, &rc.sampling.top_p, "P", "nucleus sampling (1: off)", NULL},
         {"--seed", ARG_U64, &rc.sampling.seed, "N", "sampling seed (0)", NULL},
-        {"--threads", ARG_INT, &rc.threads, "N", "CPU threads (default: all cores)", NULL},
+        {"--threads", ARG_INT, &rc.threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
         {"--no-mmap", ARG_FLAG, &no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &rc.backend, "NAME", "cpu or cuda (cpu)", NULL},
         {"--mem-limit", ARG_STRING, &rc.mem_limit, "SIZE", "refuse plans over SIZE per rank (default: machine memory)", NULL},

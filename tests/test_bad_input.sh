@@ -98,6 +98,10 @@ expect "safetensors header too large" "st_big/model.safetensors" "header" -- "${
 expect "safetensors malformed header" "st_json/model.safetensors" "JSON" -- "${run[@]}" "$work/st_json"
 expect "unsupported architecture" "st_arch" "gpt_neox" "model_type" -- "${run[@]}" "$work/st_arch"
 expect "no such model" "nothere.gguf" -- "${run[@]}" "$work/nothere.gguf"
+for v in abc 0 -2 100000; do
+    expect "SNAPTP_THREADS=$v" "SNAPTP_THREADS='$v'" "1 to 512" -- env SNAPTP_THREADS="$v" \
+        "${run[@]}" "$root/tests/golden/llama_gqa_gguf/model.gguf"
+done
 
 if [ -z "$gguf" ]; then
     echo "skipped: SNAPTP_SMOLLM2_GGUF not set: no qa checks"

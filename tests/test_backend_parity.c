@@ -17,7 +17,6 @@
 // anyway with a second CPU backend (1 thread, weights copied) as the candidate,
 // where everything must agree exactly, and the test prints "skipped: no GPU".
 // SNAPTP_PARITY_BACKEND names another candidate.
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,48 +233,6 @@ done:
     side_close(cand);
 }
 
-static int by_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-// golden_models: the folders of tests/golden with a golden.json (but smollm2,
-// which holds only expected outputs), as name and checkpoint path pairs.
-static int golden_models(char names[][64], char paths[][4600], int cap) {
-    char dir[4000];
-    test_source_path(dir, sizeof dir, "tests/golden");
-    char *found[64];
-    int n = 0;
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)) && n < 64) {
-        if (e->d_name[0] == '.' || strcmp(e->d_name, "smollm2") == 0) continue;
-        char probe[4400];
-        snprintf(probe, sizeof probe, "%s/%s/golden.json", dir, e->d_name);
-        FILE *fp = fopen(probe, "r");
-        if (!fp) continue;
-        fclose(fp);
-        found[n++] = strdup(e->d_name);
-    }
-    if (d) closedir(d);
-    qsort(found, (size_t)n, sizeof found[0], by_name);
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        if (k < cap) {
-            char probe[4400];
-            snprintf(probe, sizeof probe, "%s/%s/golden.json", dir, found[i]);
-            cJSON *root = test_read_json(probe);
-            const cJSON *rel = root ? cJSON_GetObjectItemCaseSensitive(root, "path") : NULL;
-            snprintf(names[k], 64, "%s", found[i]);
-            snprintf(paths[k], 4600, "%s/%s/%s", dir, found[i],
-                     cJSON_IsString(rel) ? rel->valuestring : ".");
-            cJSON_Delete(root);
-            k++;
-        }
-        free(found[i]);
-    }
-    return k;
-}
-
 int main(void) {
     test_counts tc = {0};
     const char *want = getenv("SNAPTP_PARITY_BACKEND");
@@ -311,11 +268,13 @@ int main(void) {
            cand_name, o.tol, 100 * o.min_overlap);
     side ref = {.tag = "cpu", .be = ref_be}, cand = {.tag = cand_name, .be = cand_be};
 
-    static char names[64][64], paths[64][4600];
-    int n = golden_models(names, paths, 64);
+    char *names[64], *paths[64];
+    int n = test_golden_models(names, paths, 64);
     test_check(&tc, n >= 4, "expected at least 4 golden models, found %d", n);
     for (int i = 0; i < n; i++)
         check_model(&tc, names[i], paths[i], &ref, &cand, &o);
+    test_free_strings(names, n);
+    test_free_strings(paths, n);
     const char *smollm2 = getenv("SNAPTP_SMOLLM2_GGUF");
     if (smollm2 && *smollm2) check_model(&tc, "smollm2", smollm2, &ref, &cand, &o);
     // Extra checkpoints (SmolLM2-shaped random weights on a GPU machine).

@@ -4,7 +4,6 @@
 // tokens decoded through the KV cache, identical, with their logits compared too.
 // Twice: with the weights used in place in the checkpoint's mapping (the default)
 // and copied into memory (--no-mmap); in place must hold for the GGUF model.
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,16 +115,14 @@ static int count_borrowed(const model *m, int *n_total) {
     return n;
 }
 
-static void check_model(test_counts *tc, backend *be, const char *golden_dir, const char *name,
+static void check_model(test_counts *tc, backend *be, const char *name, const char *model_path,
                         int copy_weights) {
-    char dir[4400], path[4500];
+    char golden_dir[4000], dir[4400], path[4500];
+    test_source_path(golden_dir, sizeof golden_dir, "tests/golden");
     snprintf(dir, sizeof dir, "%s/%s", golden_dir, name);
     snprintf(path, sizeof path, "%s/golden.json", dir);
     cJSON *root = test_read_json(path);
     if (!test_check(tc, root != NULL, "%s: cannot read %s", name, path)) return;
-    const cJSON *rel = cJSON_GetObjectItemCaseSensitive(root, "path");
-    char model_path[8960];
-    snprintf(model_path, sizeof model_path, "%s/%s", dir, cJSON_IsString(rel) ? rel->valuestring : ".");
     model *m = NULL;
     forward_ctx *f = NULL;
     const model_shard whole = {0, 1};
@@ -153,31 +150,11 @@ static void check_model(test_counts *tc, backend *be, const char *golden_dir, co
     cJSON_Delete(root);
 }
 
-static int by_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int main(void) {
     test_counts tc = {0};
-    char golden_dir[4000];
-    test_source_path(golden_dir, sizeof golden_dir, "tests/golden");
-    // Every folder of tests/golden with a golden.json, but the real model (own test).
-    char *names[64];
-    int n = 0;
-    DIR *d = opendir(golden_dir);
-    struct dirent *e;
-    while (d && (e = readdir(d)) && n < 64) {
-        char probe[4400];
-        snprintf(probe, sizeof probe, "%s/%s/golden.json", golden_dir, e->d_name);
-        FILE *fp = e->d_name[0] != '.' && strcmp(e->d_name, "smollm2") ? fopen(probe, "r") : NULL;
-        if (fp) {
-            fclose(fp);
-            names[n++] = strdup(e->d_name);
-        }
-    }
-    if (d) closedir(d);
-    qsort(names, (size_t)n, sizeof names[0], by_name);
-    test_check(&tc, n >= 4, "expected at least 4 golden models in %s, found %d", golden_dir, n);
+    char *names[64], *paths[64];
+    int n = test_golden_models(names, paths, 64);
+    test_check(&tc, n >= 4, "expected at least 4 golden models in tests/golden, found %d", n);
     for (int copy = 0; copy <= 1; copy++) {
         backend *be = NULL;
         const backend_options bo = {.copy_weights = copy};
@@ -185,10 +162,10 @@ int main(void) {
                         snp_error()))
             break;
         for (int i = 0; i < n; i++)
-            check_model(&tc, be, golden_dir, names[i], copy);
+            check_model(&tc, be, names[i], paths[i], copy);
         backend_close(be);
     }
-    for (int i = 0; i < n; i++)
-        free(names[i]);
+    test_free_strings(names, n);
+    test_free_strings(paths, n);
     return test_finish(&tc, "test_golden_models");
 }

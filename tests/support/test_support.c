@@ -1,6 +1,8 @@
 // test_support: counting, data paths, JSON goldens and comparisons for the tests.
 #include "test_support.h"
 
+#include <dirent.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -161,4 +163,43 @@ int test_argmax_clear(const float *ref, size_t n, double tol) {
         hi = ref[i] > hi ? ref[i] : hi;
     }
     return (double)a - b > 2.0 * tol * ((double)hi - lo);
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int test_golden_models(char **names, char **paths, int cap) {
+    char dir[4000];
+    test_source_path(dir, sizeof dir, "tests/golden");
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) && n < cap) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "smollm2") == 0) continue;
+        char probe[4400];
+        snprintf(probe, sizeof probe, "%s/%s/golden.json", dir, e->d_name);
+        FILE *fp = fopen(probe, "r");
+        if (!fp) continue;
+        fclose(fp);
+        names[n++] = strdup(e->d_name);
+    }
+    if (d) closedir(d);
+    qsort(names, (size_t)n, sizeof names[0], by_name);
+    for (int i = 0; i < n; i++) {
+        char probe[4400], path[9000];
+        snprintf(probe, sizeof probe, "%s/%s/golden.json", dir, names[i]);
+        cJSON *root = test_read_json(probe);
+        const cJSON *rel = root ? cJSON_GetObjectItemCaseSensitive(root, "path") : NULL;
+        snprintf(path, sizeof path, "%s/%s/%s", dir, names[i],
+                 cJSON_IsString(rel) ? rel->valuestring : ".");
+        paths[i] = strdup(path);
+        cJSON_Delete(root);
+    }
+    return n;
+}
+
+void test_free_strings(char **s, int n) {
+    for (int i = 0; i < n; i++)
+        free(s[i]);
 }

@@ -24,6 +24,14 @@ const char *test_source_path(char *buf, size_t n, const char *rel);
 // and CI=true, the test must fail rather than skip: *must_fail is set to 1.
 const char *test_env_path(const char *var, int *must_fail);
 
+// test_golden_models: the tiny models of tests/golden (each folder with a
+// golden.json, but smollm2, which holds only the real model's expected outputs),
+// sorted by name. Fills up to cap names (malloc'd) and checkpoint paths (malloc'd:
+// the folder joined with golden.json's "path", or the folder itself); returns the
+// count. Free both with test_free_strings.
+int test_golden_models(char **names, char **paths, int cap);
+void test_free_strings(char **s, int n);
+
 // test_read_json: parses a JSON file; NULL (message printed) on failure.
 cJSON *test_read_json(const char *path);
 

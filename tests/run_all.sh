@@ -12,9 +12,9 @@ ctest --test-dir build --output-on-failure -j 2
 
 echo "== bad-input tests under AddressSanitizer and LeakSanitizer"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSNAPTP_SANITIZE=ON -DSNAPTP_CUDA=OFF >/dev/null
-asan_tests="test_gguf|test_safetensors|test_bad_input|test_tokenizer_bad|test_cpu_pool|test_golden_models"
+asan_tests="test_gguf|test_safetensors|test_bad_input|test_tokenizer_bad|test_cpu_pool|test_golden_models|test_backend_parity"
 targets=(snaptp)
-for t in test_gguf test_safetensors test_tokenizer_bad test_cpu_pool test_golden_models; do
+for t in test_gguf test_safetensors test_tokenizer_bad test_cpu_pool test_golden_models test_backend_parity; do
   [ -f "tests/$t.c" ] && targets+=("$t")
 done
 cmake --build build-asan -j 2 --target "${targets[@]}"

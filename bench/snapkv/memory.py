@@ -131,9 +131,9 @@ def write_md(rows, base_rss, base_anon, cmds, args, binary, model, path):
     out = ["## Peak memory vs prompt length (`bench/snapkv/memory.py`)", "",
            "Units: MiB = 2^20 bytes, bytes/token. peak RSS = snaptp's `peak_rss_bytes` "
            "(ru_maxrss); peak anon = the largest RssAnon of the process, sampled from /proc every "
-           "20 ms (the GGUF is mmapped: its file pages are resident while the weights are copied "
-           "at load, so ru_maxrss holds a load-time peak of about weights x 2 that hides a short "
-           "prompt's prefill); KV = the decode cache after %d generated tokens (`kv_bytes`); "
+           "20 ms (the CPU backend uses the GGUF's mapped pages in place: RSS counts those file "
+           "pages, the weights, and anon does not; builds before that copied the weights at load "
+           "and held a load-time peak of about weights x 2 in ru_maxrss); KV = the decode cache after %d generated tokens (`kv_bytes`); "
            "plan = `snaptp inspect --max-tokens %d` total. SnapKV budget %d, window %d, kernel %d, "
            "%s pooling. %d threads, random token ids, one process per row. A process with a 1-token "
            "prompt peaks at %.1f MiB RSS, %.1f MiB anon. 1-min load before runs: min %.2f, mean "

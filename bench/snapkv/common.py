@@ -38,6 +38,34 @@ def config_name(policy, budget):
     return name
 
 
+def add_grid_args(ap, prefix, max_tokens, seed):
+    """The options niah.py and lines.py share: which configs run and how, and where
+    the results go (each adds its own lengths and needle/line positions)."""
+    ap.add_argument("--budgets", default="256,512,1024", help="snapkv budgets (full always runs)")
+    ap.add_argument("--window", type=int, default=WINDOW)
+    ap.add_argument("--kernel", type=int, default=KERNEL)
+    ap.add_argument("--pooling", default=POOLING)
+    ap.add_argument("--max-tokens", type=int, default=max_tokens)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=seed)
+    ap.add_argument("--max-load", type=float, default=0, help="wait before each run while the "
+                    "1-min load is above this (0: never wait)")
+    ap.add_argument("--fresh", action="store_true", help="rerun even when a cached result exists")
+    ap.add_argument("--out-dir", default=RESULTS, help="where the results go")
+    ap.add_argument("--prefix", default=prefix, help="output file names: PREFIX.csv/.md(/.png)")
+
+
+def apply_grid_args(args):
+    """Sets the SnapKV settings of every qa command from add_grid_args' options;
+    returns (binary, model, token counter, [(policy, budget)] configs)."""
+    global WINDOW, KERNEL, POOLING
+    WINDOW, KERNEL, POOLING = args.window, args.kernel, args.pooling
+    os.makedirs(args.out_dir, exist_ok=True)
+    binary, model = snaptp_bin(), model_path()
+    configs = [("full", 0)] + [("snapkv", int(b)) for b in args.budgets.split(",") if b]
+    return binary, model, TokenCounter(binary, model), configs
+
+
 def snaptp_bin():
     """The snaptp binary: $SNAPTP_BIN, else the lead's build, else the newest build*/snaptp."""
     env = os.environ.get("SNAPTP_BIN")

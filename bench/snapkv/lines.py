@@ -80,26 +80,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default="1024,2048,4096,8192", help="target prompt tokens")
     ap.add_argument("--positions", default="0,25,50,75,100", help="target line, %% of the record")
-    ap.add_argument("--budgets", default="256,512,1024")
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--max-load", type=float, default=0)
-    ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--out-dir", default=common.RESULTS)
-    ap.add_argument("--prefix", default="snapkv_lines", help="output file names: PREFIX.csv/.md")
-    ap.add_argument("--window", type=int, default=common.WINDOW)
-    ap.add_argument("--kernel", type=int, default=common.KERNEL)
-    ap.add_argument("--pooling", default=common.POOLING)
+    common.add_grid_args(ap, "snapkv_lines", max_tokens=32, seed=7)
     args = ap.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    common.WINDOW, common.KERNEL, common.POOLING = args.window, args.kernel, args.pooling
 
-    binary, model = common.snaptp_bin(), common.model_path()
-    tc = common.TokenCounter(binary, model)
+    binary, model, tc, configs = common.apply_grid_args(args)
     lengths = [int(x) for x in args.lengths.split(",")]
     positions = [int(x) for x in args.positions.split(",")]
-    configs = [("full", 0)] + [("snapkv", int(b)) for b in args.budgets.split(",") if b]
     doc_dir = os.path.join(common.RAW, "lines_docs")
     os.makedirs(doc_dir, exist_ok=True)
 

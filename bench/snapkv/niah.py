@@ -76,27 +76,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default="1024,2048,4096,8192")
     ap.add_argument("--depths", default="0,25,50,75,100")
-    ap.add_argument("--budgets", default="256,512,1024", help="snapkv budgets (full always runs)")
-    ap.add_argument("--window", type=int, default=common.WINDOW)
-    ap.add_argument("--kernel", type=int, default=common.KERNEL)
-    ap.add_argument("--pooling", default=common.POOLING)
-    ap.add_argument("--max-tokens", type=int, default=24)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--max-load", type=float, default=0, help="wait before each run while the "
-                    "1-min load is above this (0: never wait)")
-    ap.add_argument("--fresh", action="store_true", help="rerun even when a cached result exists")
-    ap.add_argument("--out-dir", default=common.RESULTS, help="where the CSV/PNG/MD go")
-    ap.add_argument("--prefix", default="snapkv_niah", help="output file names: PREFIX.csv/.png/.md")
+    common.add_grid_args(ap, "snapkv_niah", max_tokens=24, seed=2024)
     args = ap.parse_args()
 
-    os.makedirs(args.out_dir, exist_ok=True)
-    common.WINDOW, common.KERNEL, common.POOLING = args.window, args.kernel, args.pooling
-    binary, model = common.snaptp_bin(), common.model_path()
-    tc = common.TokenCounter(binary, model)
+    binary, model, tc, configs = common.apply_grid_args(args)
     lengths = [int(x) for x in args.lengths.split(",")]
     depths = [int(x) for x in args.depths.split(",")]
-    configs = [("full", 0)] + [("snapkv", int(b)) for b in args.budgets.split(",") if b]
     doc_dir = os.path.join(common.RAW, "niah_docs")
     os.makedirs(doc_dir, exist_ok=True)
 

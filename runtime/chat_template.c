@@ -63,8 +63,8 @@ static uint32_t cp_at(const char *s, size_t i, size_t *len) {
     return cp;
 }
 
-static snp_status put_trimmed(tok_buf *b, const char *s) {
-    size_t n = strlen(s), start = 0, end = 0, len;
+void chat_template_trim(const char *s, size_t n, size_t *out_start, size_t *out_end) {
+    size_t start = 0, end = 0, len;
     for (size_t i = 0; i < n; i += len) {
         uint32_t cp = cp_at(s, i, &len);
         if (!py_space(cp)) {
@@ -72,7 +72,14 @@ static snp_status put_trimmed(tok_buf *b, const char *s) {
             end = i + len;
         }
     }
-    return tok_buf_append(b, s + start, end > start ? end - start : 0);
+    *out_start = start;
+    *out_end = end > start ? end : start;
+}
+
+static snp_status put_trimmed(tok_buf *b, const char *s) {
+    size_t start, end;
+    chat_template_trim(s, strlen(s), &start, &end);
+    return tok_buf_append(b, s + start, end - start);
 }
 
 // ---- ChatML as SmolLM2 writes it (optional default system prompt) --------------------
@@ -228,5 +235,33 @@ snp_status chat_template_apply(const tokenizer *t, const char *system, const cha
         return st;
     }
     *out_text = out.p;
+    return SNP_OK;
+}
+
+// A user message no template rewrites: no whitespace for `trim` to take, no Jinja, and
+// control bytes that no real message holds, so finding it in the output is unambiguous.
+static const char split_marker[] = "\x02snaptp-user-message\x03";
+
+snp_status chat_template_split(const tokenizer *t, const char *system, char **out_head,
+                               char **out_tail) {
+    *out_head = *out_tail = NULL;
+    char *text = NULL;
+    TRY(chat_template_apply(t, system, split_marker, &text));
+    char *at = strstr(text, split_marker);
+    if (!at || strstr(at + 1, split_marker)) {
+        free(text);
+        return snp_fail(SNP_ERR_INTERNAL, "chat template: the user message does not appear "
+                                          "exactly once in the rendered prompt");
+    }
+    *at = '\0';
+    *out_head = strdup(text);
+    *out_tail = strdup(at + strlen(split_marker));
+    free(text);
+    if (!*out_head || !*out_tail) {
+        free(*out_head);
+        free(*out_tail);
+        *out_head = *out_tail = NULL;
+        return snp_fail(SNP_ERR_MEMORY, "chat template: out of memory");
+    }
     return SNP_OK;
 }

@@ -21,4 +21,17 @@ snp_status chat_template_family(const tokenizer *t, const char **out_name);
 snp_status chat_template_apply(const tokenizer *t, const char *system, const char *user,
                                char **out_text);
 
+// chat_template_split: the same prompt cut where the user message goes: *out_head is
+// the text before it (system turn, user header), *out_tail the text after it (end of
+// turn, generation prompt); both malloc'd. head + trimmed(user) + tail equals
+// chat_template_apply's text for templates that trim the message (Llama 3), and
+// head + user + tail for the others. Lets a caller tokenize the template's text
+// (special tokens parsed) apart from user text (special tokens spelled).
+snp_status chat_template_split(const tokenizer *t, const char *system, char **out_head,
+                               char **out_tail);
+
+// chat_template_trim: the span [*start, *end) of s[0..n) that Jinja's `trim` keeps
+// (Python str.strip()).
+void chat_template_trim(const char *s, size_t n, size_t *start, size_t *end);
+
 #endif

@@ -1,4 +1,4 @@
-// engine: prefill + decode loop of one request with the full KV policy.
+// engine: prefill + decode loop of one request, full KV or SnapKV.
 #include "engine.h"
 
 #include <stdlib.h>
@@ -84,12 +84,12 @@ snp_status engine_generate(forward_ctx *f, model *m, const engine_request *req,
     comm_counters c0 = {0}, c1 = {0}, c2 = {0};
     if (req->comm) comm_stats(req->comm, &c0);
     double t0 = engine_now_s();
-    if (snap)
-        TRY_GOTO(st,
-                 forward_prefill_snapkv(f, kv, req->prompt, req->n_prompt, &req->snapkv, NULL,
-                                        logits),
-                 done);
-    else TRY_GOTO(st, forward_run(f, kv, req->prompt, req->n_prompt, 0, 0, logits), done);
+    TRY_GOTO(st,
+             forward_prefill(f, kv, req->prompt, req->n_prompt, snap ? &req->snapkv : NULL,
+                             req->prefix, req->selected, logits),
+             done);
+    stats->prefill_tokens_run =
+        req->prefix && req->prefix->loaded ? req->n_prompt - req->prefix->n_tokens : req->n_prompt;
     int32_t token = 0;
     TRY_GOTO(st, next_token(req, smp, logits, history, n_history, &token), done);
     double t1 = engine_now_s();

@@ -31,10 +31,16 @@ typedef struct engine_request {
     const int32_t *stop_ids;   // end-of-generation ids; the stop token is not emitted
     int n_stop_ids;
     struct comm *comm;         // tensor-parallel run: rank 0 samples and broadcasts
+    // The document prefix of the prompt (forward.h), run and saved or loaded from a KV
+    // store; NULL: none.
+    const forward_prefix *prefix;
+    // Host [n_layers, Hkv, rows kept], may be NULL: SnapKV's kept positions.
+    int32_t *selected;
 } engine_request;
 
 typedef struct engine_stats {
     int prompt_tokens;
+    int prefill_tokens_run;    // prompt tokens run through the model (a loaded prefix is not)
     int generated_tokens;
     double prefill_s;          // prompt forward, first token's sampling included
     double decode_s;           // every later token

@@ -279,67 +279,142 @@ snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, 
     return m->be->ops->sync(m->be->ctx);
 }
 
-// capture_window: copies the rows of this chunk that fall in the observation
-// window [L - w, L) from f->q into the host staging array q_host [w, Hl, D].
-static snp_status capture_window(forward_ctx *f, int t0, int Tc, int L, int w, float *q_host) {
+// capture_rows: copies the rows of chunk [t0, t0 + Tc) that fall in [first, end) from
+// f->q into the host array dst, row r at dst[r - first] ([*, Hl, D] fp32).
+static snp_status capture_rows(forward_ctx *f, int t0, int Tc, int first, int end, float *dst) {
     model *m = f->m;
-    const int first = L - w > t0 ? L - w : t0, end = t0 + Tc;
-    if (first >= end) return SNP_OK;
+    const int a = first > t0 ? first : t0, b = end < t0 + Tc ? end : t0 + Tc;
+    if (a >= b) return SNP_OK;
     const size_t width = (size_t)m->n_heads_local * (size_t)m->cfg.head_dim;
-    return m->be->ops->to_host_f32(m->be->ctx, q_host + (size_t)(first - (L - w)) * width,
-                                   act_row(m, f->q, (size_t)(first - t0), width),
-                                   (size_t)(end - first) * width);
+    return m->be->ops->to_host_f32(m->be->ctx, dst + (size_t)(a - first) * width,
+                                   act_row(m, f->q, (size_t)(a - t0), width),
+                                   (size_t)(b - a) * width);
 }
 
-snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
-                                  const snapkv_params *p, int32_t *selected, float *logits) {
+// prefill_check: the preconditions of forward_prefill, each with its own message.
+static snp_status prefill_check(const forward_ctx *f, const kv_cache *kv, int L,
+                                const snapkv_params *p, const forward_prefix *prefix) {
+    const model *m = f->m;
+    const model_config *c = &m->cfg;
+    if (L <= 0) return snp_fail(SNP_ERR_ARGUMENT, "forward: prefill of %d tokens", L);
+    if (kv->n_layers != c->n_layers || kv->Hkv != m->n_kv_heads_local || kv->D != c->head_dim)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: KV cache geometry does not match the model");
+    const int rows = p ? snapkv_rows_kept(p, L) : L;
+    if (p) {
+        TRY(snapkv_params_validate(p));
+        TRY(snapkv_check_prompt(p, L));
+    }
+    if (kv->n_keys != 0 || kv->capacity < rows)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "forward: prefill needs an empty cache of at least %d rows (has %d of %d "
+                        "used)",
+                        rows, kv->n_keys, kv->capacity);
+    if (!prefix) return SNP_OK;
+    const int P0 = prefix->n_tokens, nq = prefix->n_query_rows;
+    if (P0 <= 0 || P0 >= L)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "forward: a document prefix of %d tokens must leave at least one of the "
+                        "%d prompt tokens after it",
+                        P0, L);
+    if (nq < 0 || nq > P0)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: %d prefix query rows for a %d-token prefix",
+                        nq, P0);
+    if (prefix->loaded && !prefix->load)
+        return snp_fail(SNP_ERR_ARGUMENT, "forward: a loaded prefix needs a load function");
+    if (prefix->loaded && p && L - p->window < P0 - nq)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "forward: the SnapKV window of %d tokens reaches %d tokens into the "
+                        "document, but the KV store keeps the queries of its last %d tokens only",
+                        p->window, P0 - (L - p->window), nq);
+    return SNP_OK;
+}
+
+snp_status forward_prefill(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
+                           const snapkv_params *p, const forward_prefix *prefix,
+                           int32_t *selected, float *logits) {
     model *m = f->m;
     const model_config *c = &m->cfg;
     const backend_ops *ops = m->be->ops;
     void *ctx = m->be->ctx;
-    TRY(snapkv_params_validate(p));
-    TRY(snapkv_check_prompt(p, L));
-    const int kept = snapkv_rows_kept(p, L);
-    if (kv->n_keys != 0 || kv->capacity < kept)
-        return snp_fail(SNP_ERR_ARGUMENT,
-                        "forward: SnapKV prefill needs an empty cache of at least %d rows (has %d "
-                        "of %d used)",
-                        kept, kv->n_keys, kv->capacity);
+    TRY(prefill_check(f, kv, L, p, prefix));
     const int Hl = m->n_heads_local, Hkvl = m->n_kv_heads_local, D = c->head_dim;
+    const size_t q_width = (size_t)Hl * (size_t)D;
+    const int P0 = prefix ? prefix->n_tokens : 0;
+    const int nq = prefix ? prefix->n_query_rows : 0;
+    const int loaded = prefix && prefix->loaded;
+    const int saving = prefix && !loaded && prefix->save;
+    // Rows [first_run, L) run through the model; a loaded prefix's rows come from the
+    // store, so the hidden states hold only the rows after it.
+    const int first_run = loaded ? P0 : 0, n_run = L - first_run;
+    const int kept = p ? snapkv_rows_kept(p, L) : L;
     snp_status st = SNP_OK;
     void *full_k = NULL, *full_v = NULL;
     snapkv_workspace *ws = NULL;
-    float *q_host = malloc(sizeof(float) * (size_t)p->window * (size_t)Hl * (size_t)D);
-    if (!q_host) return snp_fail(SNP_ERR_MEMORY, "forward: out of memory");
-    // One layer's full K/V, reused by every layer: the full KV of all layers never
-    // exists at once (DESIGN.md, "Long prefill").
-    const size_t full_elems = (size_t)Hkvl * (size_t)L * (size_t)D;
-    TRY_GOTO(st, alloc_act(m, full_elems, &full_k), done);
-    TRY_GOTO(st, alloc_act(m, full_elems, &full_v), done);
-    TRY_GOTO(st, snapkv_workspace_init(m->be, p, L, Hl, Hkvl, D, &ws), done);
-    snapkv_workspace_set_replicas(ws, f->kv_group);
-    TRY_GOTO(st, ensure_hidden(f, L), done);
-    TRY_GOTO(st, ops->embed(ctx, f->x, m->tok_embd, ids, L), done);
+    float *q_win = NULL, *q_tail = NULL;
+    if (p && !(q_win = malloc(sizeof(float) * (size_t)p->window * q_width))) goto oom;
+    if (prefix && nq > 0 && (saving || (loaded && p)) &&
+        !(q_tail = malloc(sizeof(float) * (size_t)nq * q_width)))
+        goto oom;
+    if (p) {
+        // One layer's full K/V, reused by every layer: the full KV of all layers never
+        // exists at once (DESIGN.md, "Long prefill").
+        const size_t full_elems = (size_t)Hkvl * (size_t)L * (size_t)D;
+        TRY_GOTO(st, alloc_act(m, full_elems, &full_k), done);
+        TRY_GOTO(st, alloc_act(m, full_elems, &full_v), done);
+        TRY_GOTO(st, snapkv_workspace_init(m->be, p, L, Hl, Hkvl, D, &ws), done);
+        snapkv_workspace_set_replicas(ws, f->kv_group);
+    }
+    TRY_GOTO(st, ensure_hidden(f, n_run), done);
+    TRY_GOTO(st, ops->embed(ctx, f->x, m->tok_embd, ids + first_run, n_run), done);
 
-    const int n_chunks = (L + f->chunk - 1) / f->chunk;
+    // The prompt's segments: the document prefix and what follows it, each chunked on
+    // its own (so no chunk straddles P0), or the whole prompt as one segment.
+    const int seg_start[2] = {0, P0}, seg_end[2] = {prefix ? P0 : L, L};
+    const int n_segs = prefix ? 2 : 1;
+    int n_chunks = 0;
+    for (int g = 0; g < n_segs; g++)
+        if (seg_start[g] >= first_run)
+            n_chunks += (seg_end[g] - seg_start[g] + f->chunk - 1) / f->chunk;
     for (int l = 0; l < c->n_layers; l++) {
-        for (int ci = 0; ci < n_chunks; ci++) {
-            const int t0 = ci * f->chunk;
-            const int Tc = L - t0 < f->chunk ? L - t0 : f->chunk;
-            for (int i = 0; i < Tc; i++) f->pos[i] = t0 + i;
-            void *x_c = act_row(m, f->x, (size_t)t0, (size_t)c->n_embd);
-            TRY_GOTO(st, qkv_project(f, l, x_c, Tc), done);
-            TRY_GOTO(st, capture_window(f, t0, Tc, L, p->window, q_host), done);
-            // The prefill itself attends over the full, uncompressed keys (step 10).
-            TRY_GOTO(st, store_and_attend(f, full_k, full_v, L, 0, Tc, t0), done);
-            TRY_GOTO(st, attention_out(f, l, x_c, Tc), done);
-            TRY_GOTO(st, mlp_block(f, l, x_c, Tc), done);
-            if (f->progress) f->progress(f->progress_user, l, c->n_layers, ci, n_chunks, L);
+        void *k_l = p ? full_k : kv->k[l], *v_l = p ? full_v : kv->v[l];
+        const int cap = p ? L : kv->capacity;
+        if (loaded)
+            TRY_GOTO(st, prefix->load(prefix->user, l, k_l, v_l, cap, p ? q_tail : NULL), done);
+        int ci = 0;
+        for (int g = 0; g < n_segs; g++) {
+            if (seg_start[g] < first_run) continue;
+            for (int t0 = seg_start[g]; t0 < seg_end[g]; t0 += f->chunk) {
+                const int Tc = seg_end[g] - t0 < f->chunk ? seg_end[g] - t0 : f->chunk;
+                for (int i = 0; i < Tc; i++) f->pos[i] = t0 + i;
+                void *x_c = act_row(m, f->x, (size_t)(t0 - first_run), (size_t)c->n_embd);
+                TRY_GOTO(st, qkv_project(f, l, x_c, Tc), done);
+                if (p) TRY_GOTO(st, capture_rows(f, t0, Tc, L - p->window, L, q_win), done);
+                if (saving && nq > 0)
+                    TRY_GOTO(st, capture_rows(f, t0, Tc, P0 - nq, P0, q_tail), done);
+                // The prefill itself attends over the full, uncompressed keys (step 10).
+                TRY_GOTO(st, store_and_attend(f, k_l, v_l, cap, 0, Tc, t0), done);
+                TRY_GOTO(st, attention_out(f, l, x_c, Tc), done);
+                TRY_GOTO(st, mlp_block(f, l, x_c, Tc), done);
+                if (f->progress)
+                    f->progress(f->progress_user, l, c->n_layers, ci++, n_chunks, n_run);
+            }
+            // The document's rows of this layer are final: hand them to the store
+            // before the buffer is reused by the next layer.
+            if (saving && g == 0) {
+                TRY_GOTO(st, ops->sync(ctx), done);
+                TRY_GOTO(st, prefix->save(prefix->user, l, k_l, v_l, cap, q_tail), done);
+            }
         }
+        if (!p) continue;
+        // Window rows inside a loaded document come from the store's queries, which
+        // the run that wrote it captured from the same rows.
+        for (int r = L - p->window; loaded && r < P0; r++)
+            memcpy(q_win + (size_t)(r - (L - p->window)) * q_width,
+                   q_tail + (size_t)(r - (P0 - nq)) * q_width, sizeof(float) * q_width);
         // Every chunk of the layer is done, so the window's votes see the whole prompt.
         TRY_GOTO(st,
-                 ops->from_host_f32(ctx, snapkv_window_queries(ws), q_host,
-                                    (size_t)p->window * (size_t)Hl * (size_t)D),
+                 ops->from_host_f32(ctx, snapkv_window_queries(ws), q_win,
+                                    (size_t)p->window * q_width),
                  done);
         TRY_GOTO(st,
                  snapkv_compress_layer(ws, full_k, full_v, L, kv->k[l], kv->v[l], kv->capacity,
@@ -348,14 +423,23 @@ snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *i
                  done);
     }
     kv->n_keys = kept;
-    TRY_GOTO(st, output_logits(f, L - 1, 1, logits), done);
+    TRY_GOTO(st, output_logits(f, n_run - 1, 1, logits), done);
     TRY_GOTO(st, ops->sync(ctx), done);
+    goto done;
+oom:
+    st = snp_fail(SNP_ERR_MEMORY, "forward: out of memory for the prefill's query staging");
 done:
     ops->dealloc(ctx, full_k);
     ops->dealloc(ctx, full_v);
     snapkv_workspace_free(ws);
-    free(q_host);
+    free(q_win);
+    free(q_tail);
     return st;
+}
+
+snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
+                                  const snapkv_params *p, int32_t *selected, float *logits) {
+    return forward_prefill(f, kv, ids, L, p, NULL, selected, logits);
 }
 
 snp_status forward_decode_batch(forward_ctx *f, kv_cache *const *kvs, const int32_t *ids,

@@ -37,12 +37,43 @@ snp_status forward_set_comm(forward_ctx *f, struct comm *c);
 snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, int pos0,
                        int logits_all, float *logits);
 
-// forward_prefill_snapkv: the layer-major prefill of a whole prompt of L tokens
-// (positions 0..L-1) with SnapKV: each layer's K/V go to a full-length buffer
-// reused by every layer, and after the layer's last chunk SnapKV keeps
-// snapkv_rows_kept(p, L) rows per KV head in `kv` (which must be empty). Writes
-// the last token's logits [V]; `selected` (host, may be NULL) receives the kept
-// positions [n_layers, Hkv, rows_kept].
+// The queries of a document prefix's last tokens that a store keeps per layer, so a
+// later question's SnapKV window may reach back this far into the document.
+enum { FORWARD_PREFIX_QUERY_ROWS = 256 };
+
+// forward_prefix: the document prefix of a prompt, rows [0, n_tokens), shared by
+// several questions (DESIGN.md, "Many questions, one document"). Chunks never
+// straddle n_tokens, so the question's rows are computed by the same operations
+// whether the prefix was run or loaded, and give the same numbers.
+// - loaded == 0: the prefix is run; `save` (may be NULL) gets each layer as soon as
+//   its rows [0, n_tokens) are final: k, v backend memory [Hkv, cap, D], and q_tail
+//   host fp32 [n_query_rows, H, D], the queries of the prefix's last n_query_rows
+//   tokens after RoPE (what a later SnapKV window needs of the document).
+// - loaded == 1: `load` fills rows [0, n_tokens) of k and v and, when q_tail is not
+//   NULL, the same queries; ids[0, n_tokens) are not run.
+// Layers are saved and loaded in order 0, 1, ...
+typedef struct forward_prefix {
+    int n_tokens;
+    int n_query_rows; // min(n_tokens, FORWARD_PREFIX_QUERY_ROWS)
+    int loaded;
+    snp_status (*save)(void *user, int layer, const void *k, const void *v, int cap,
+                       const float *q_tail);
+    snp_status (*load)(void *user, int layer, void *k, void *v, int cap, float *q_tail);
+    void *user;
+} forward_prefix;
+
+// forward_prefill: the layer-major prefill of a whole prompt of L tokens (positions
+// 0..L-1) into the empty cache `kv`. p == NULL: the full policy, every row kept.
+// Else SnapKV: each layer's K/V go to a full-length buffer reused by every layer,
+// and after the layer's last chunk SnapKV keeps snapkv_rows_kept(p, L) rows per KV
+// head in `kv`; `selected` (host, may be NULL) receives the kept positions
+// [n_layers, Hkv, rows_kept]. `prefix` may be NULL (no document prefix). Writes the
+// last token's logits [V].
+snp_status forward_prefill(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
+                           const snapkv_params *p, const forward_prefix *prefix,
+                           int32_t *selected, float *logits);
+
+// forward_prefill_snapkv: forward_prefill with SnapKV and no document prefix.
 snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
                                   const snapkv_params *p, int32_t *selected, float *logits);
 

@@ -21,6 +21,7 @@ typedef struct st_shard {
     char *path;
     const uint8_t *map;
     uint64_t size;
+    cJSON *metadata; // the header's __metadata__ object (string values), or NULL
 } st_shard;
 
 struct st_model {
@@ -269,6 +270,19 @@ static snp_status load_shard(st_model *m, st_shard *s) {
                               s->path);
                 goto done;
             }
+            const cJSON *kv;
+            cJSON_ArrayForEach(kv, e) {
+                if (!cJSON_IsString(kv)) {
+                    st = snp_fail(SNP_ERR_FORMAT,
+                                  "safetensors: %s: __metadata__ entry '%s' is not a string",
+                                  s->path, kv->string);
+                    goto done;
+                }
+            }
+            if (!s->metadata && !(s->metadata = cJSON_Duplicate(e, 1))) {
+                st = snp_fail(SNP_ERR_MEMORY, "safetensors: %s: out of memory", s->path);
+                goto done;
+            }
             continue;
         }
         TRY_GOTO(st, parse_entry(m, s, e, 8 + n_header), done);
@@ -501,6 +515,7 @@ void st_close(st_model *m) {
         free((char *)m->tensors[i].name);
     for (uint64_t i = 0; i < m->n_shards; i++) {
         if (m->shards[i].map) munmap((void *)m->shards[i].map, m->shards[i].size);
+        cJSON_Delete(m->shards[i].metadata);
         free(m->shards[i].path);
     }
     free(m->tensors);
@@ -526,4 +541,10 @@ const st_tensor *st_find_tensor(const st_model *m, const char *name) {
     const st_tensor *const *hit =
         bsearch(name, m->sorted, m->n_tensors, sizeof *m->sorted, cmp_key_name);
     return hit ? *hit : NULL;
+}
+
+const char *st_metadata(const st_model *m, const char *key) {
+    if (!m || m->n_shards == 0 || !m->shards[0].metadata) return NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(m->shards[0].metadata, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
 }

@@ -35,4 +35,8 @@ uint64_t st_n_tensors(const st_model *m);
 const st_tensor *st_tensor_at(const st_model *m, uint64_t i);
 const st_tensor *st_find_tensor(const st_model *m, const char *name); // NULL if absent
 
+// st_metadata: the string `key` of the first shard's __metadata__ (safetensors
+// metadata is a string-to-string map; st_open refuses other values), NULL if absent.
+const char *st_metadata(const st_model *m, const char *key);
+
 #endif

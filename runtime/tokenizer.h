@@ -36,6 +36,13 @@ void tokenizer_free(tokenizer *t); // NULL is a no-op
 snp_status tokenizer_encode(const tokenizer *t, const char *text, size_t n_bytes, int add_bos,
                             int32_t **out_ids, size_t *out_n);
 
+// tokenizer_encode_plain: as tokenizer_encode without BOS, but special tokens spelled
+// in the text (<|im_start|>, <|eot_id|>) are encoded as the plain text they are, as
+// HF's encode(split_special_tokens=True): user text (a document, a question) cannot
+// open or close a chat turn. Non-special added tokens are still matched.
+snp_status tokenizer_encode_plain(const tokenizer *t, const char *text, size_t n_bytes,
+                                  int32_t **out_ids, size_t *out_n);
+
 int32_t tokenizer_n_vocab(const tokenizer *t); // largest id + 1
 int32_t tokenizer_bos_id(const tokenizer *t);  // -1 if none
 int32_t tokenizer_eos_id(const tokenizer *t);  // -1 if none

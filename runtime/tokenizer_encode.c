@@ -16,6 +16,7 @@ typedef struct enc_ctx {
     tok_buf prefix; // a segment with the ByteLevel prefix space
     tok_buf meta;   // a segment after the Metaspace rewrite
     int seg_first;  // the current segment starts at byte 0 of the input (Metaspace "first")
+    int plain;      // special added tokens spelled in the text are plain text
     tok_bpe_ctx bpe;
 } enc_ctx;
 
@@ -272,6 +273,10 @@ static snp_status split_added(enc_ctx *c, const tok_trie *tr, const char *s, siz
             continue;
         }
         const tok_added *a = &t->added[k];
+        if (c->plain && a->special) { // HF split_special_tokens=True: spelled, not matched
+            i++;
+            continue;
+        }
         size_t start = i, stop = end;
         if (a->single_word) {
             int left_ok = start == 0 || !is_word_char(decode_at(s, n, char_start_before(s, start)));
@@ -317,8 +322,8 @@ static snp_status encode_normalized(enc_ctx *c, const char *s, size_t n) {
     return pretokenize(c, s, n);
 }
 
-snp_status tokenizer_encode(const tokenizer *t, const char *text, size_t n_bytes, int add_bos,
-                            int32_t **out_ids, size_t *out_n) {
+static snp_status encode(const tokenizer *t, const char *text, size_t n_bytes, int add_bos,
+                         int plain, int32_t **out_ids, size_t *out_n) {
     *out_ids = NULL;
     *out_n = 0;
     size_t valid = tok_utf8_valid_prefix((const unsigned char *)text, n_bytes);
@@ -328,7 +333,7 @@ snp_status tokenizer_encode(const tokenizer *t, const char *text, size_t n_bytes
                         (unsigned)(uint8_t)text[valid], valid);
     snp_status st = SNP_OK;
     tok_ids out = {0};
-    enc_ctx c = {.t = t, .out = &out, .seg_first = 1};
+    enc_ctx c = {.t = t, .out = &out, .seg_first = 1, .plain = plain};
     for (int k = 0; k < t->n_splits; k++) {
         c.md[k] = pcre2_match_data_create_from_pattern(t->splits[k].re, NULL);
         if (!c.md[k]) {
@@ -354,4 +359,14 @@ done:
     free(c.meta.p);
     tok_bpe_ctx_free(&c.bpe);
     return st;
+}
+
+snp_status tokenizer_encode(const tokenizer *t, const char *text, size_t n_bytes, int add_bos,
+                            int32_t **out_ids, size_t *out_n) {
+    return encode(t, text, n_bytes, add_bos, 0, out_ids, out_n);
+}
+
+snp_status tokenizer_encode_plain(const tokenizer *t, const char *text, size_t n_bytes,
+                                  int32_t **out_ids, size_t *out_n) {
+    return encode(t, text, n_bytes, 0, 1, out_ids, out_n);
 }

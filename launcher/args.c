@@ -25,6 +25,17 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
     case ARG_STRING:
         *(const char **)s->target = v;
         return 0;
+    case ARG_STRINGS: {
+        arg_strings *list = s->target;
+        const char **grown = realloc(list->v, sizeof *grown * (size_t)(list->n + 1));
+        if (!grown) {
+            fprintf(stderr, "snaptp %s: out of memory\n", command);
+            return 2;
+        }
+        grown[list->n++] = v;
+        list->v = grown;
+        return 0;
+    }
     case ARG_INT: {
         long x = strtol(v, &end, 10);
         if (errno || !*v || *end || x < INT_MIN || x > INT_MAX) break;
@@ -48,7 +59,7 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
         break;
     }
     fprintf(stderr, "snaptp %s: %s expects %s, got '%s'\n", command, s->name,
-            s->kind == ARG_STRING ? "a string" : "a number", v);
+            s->kind == ARG_STRING || s->kind == ARG_STRINGS ? "a string" : "a number", v);
     return 2;
 }
 
@@ -96,4 +107,10 @@ int args_parse(int argc, char **argv, const arg_spec *specs, int n, const char *
         if (rc) return rc;
     }
     return 0;
+}
+
+void args_strings_free(arg_strings *s) {
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
 }

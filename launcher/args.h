@@ -6,12 +6,30 @@
 #include <stdint.h>
 #include <stdio.h>
 
-typedef enum arg_kind { ARG_FLAG, ARG_STRING, ARG_INT, ARG_FLOAT, ARG_U64, ARG_KIND_COUNT } arg_kind;
+typedef enum arg_kind {
+    ARG_FLAG,
+    ARG_STRING,
+    ARG_INT,
+    ARG_FLOAT,
+    ARG_U64,
+    ARG_STRINGS, // repeatable: every value is kept, in order
+    ARG_KIND_COUNT
+} arg_kind;
+
+// The values of a repeatable string flag: v[0..n) point into argv; v is malloc'd
+// (args_strings_free).
+typedef struct arg_strings {
+    const char **v;
+    int n;
+} arg_strings;
+
+void args_strings_free(arg_strings *s);
 
 typedef struct arg_spec {
     const char *name;  // "--max-tokens"
     arg_kind kind;
-    void *target;      // int* (FLAG, INT), const char ** (STRING), float*, uint64_t*
+    void *target;      // int* (FLAG, INT), const char ** (STRING), float*, uint64_t*,
+                       // arg_strings* (STRINGS)
     const char *meta;  // "N", "PATH"; NULL for flags
     const char *help;
     int *seen;         // optional: set to 1 when given

@@ -1,6 +1,8 @@
 // memory_plan: per-rank memory arithmetic for a request, and its limit check.
 #include "memory_plan.h"
 
+#include "kv_store.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -40,6 +42,18 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
         out->kv_cache = out->kv_cache_full;
     }
     out->total = out->weights + out->hidden + out->layer_kv + out->kv_cache + out->workspace;
+    memory_plan_set_store(out, c, tp_size, act_bytes, L);
+}
+
+void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, size_t act_bytes,
+                           int n_prefix) {
+    const int Hl = c->n_heads / tp_size;
+    const int Hkvl = c->n_kv_heads >= tp_size ? c->n_kv_heads / tp_size : 1;
+    p->store_prefix_tokens = n_prefix;
+    p->store_bytes = kv_store_data_bytes(c->n_layers, Hl, Hkvl, c->head_dim, (int)act_bytes, n_prefix);
+    // Per document token: K and V of every layer; the query tail is a fixed cost.
+    p->store_bytes_per_token = (uint64_t)c->n_layers * 2 * (uint64_t)Hkvl *
+                               (uint64_t)c->head_dim * (uint64_t)act_bytes;
 }
 
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
@@ -66,6 +80,10 @@ void memory_plan_print(FILE *out, const memory_plan *p) {
     fprintf(out, "  %-22s %12.1f\n", "workspace", mib(p->workspace));
     fprintf(out, "  %-22s %12.1f\n", "total", mib(p->total));
     fprintf(out, "  %-22s %12.1f\n", "(full KV cache would be)", mib(p->kv_cache_full));
+    fprintf(out, "# KV store on disk (qa --kv-store), per rank: %.1f MiB for a %d-token document, "
+                 "%llu bytes per token\n",
+            mib(p->store_bytes), p->store_prefix_tokens,
+            (unsigned long long)p->store_bytes_per_token);
 }
 
 uint64_t memory_machine_bytes(void) {

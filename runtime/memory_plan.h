@@ -21,6 +21,11 @@ typedef struct memory_plan {
     uint64_t kv_cache_full;  // the same for the full policy, for comparison
     uint64_t workspace;      // chunk buffers, logits, SnapKV scores
     uint64_t total;
+    // A KV store of the prompt's document prefix (qa --kv-store), on disk, not in
+    // `total`: reading it maps the file, whose pages are the kernel's cache.
+    int store_prefix_tokens;       // the document prefix it would hold
+    uint64_t store_bytes;          // this rank's file (tensor data)
+    uint64_t store_bytes_per_token;
 } memory_plan;
 
 // memory_plan_compute: the plan for L prompt tokens and `max_new` generated ones.
@@ -28,6 +33,11 @@ typedef struct memory_plan {
 void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_bytes,
                          size_t act_bytes, int L, int max_new, int chunk, kv_policy policy,
                          const snapkv_params *snap, memory_plan *out);
+
+// memory_plan_set_store: the store figures for a document prefix of n_prefix tokens
+// (memory_plan_compute assumes the whole prompt is the document).
+void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, size_t act_bytes,
+                           int n_prefix);
 
 // memory_plan_check: fails with the plan's breakdown when total > limit_bytes.
 snp_status memory_plan_check(const memory_plan *p, uint64_t limit_bytes, const char *limit_source);

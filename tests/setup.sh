@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git python3 python3-pip unzip
           libopenmpi-dev openmpi-bin libcjson-dev libopenblas-dev libpcre2-dev libutf8proc-dev
-          zlib1g-dev bc)
+          libxxhash-dev zlib1g-dev bc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -205,7 +205,8 @@ snp_status kv_store_identity_make(const char *model_path, const model *m, const 
     if (n_prefix <= 0)
         return snp_fail(SNP_ERR_ARGUMENT, "kv-store: the document prefix is empty");
     TRY(kv_store_fingerprint_model(model_path, out->model));
-    kv_store_fingerprint_tokenizer(t, out->tokenizer);
+    if (t) kv_store_fingerprint_tokenizer(t, out->tokenizer);
+    else snprintf(out->tokenizer, sizeof out->tokenizer, "none");
     kv_store_hash_ids(prefix_ids, (size_t)n_prefix, out->prefix);
     const size_t act = m->be->ops->act_bytes;
     if (act != 4 && act != 2)
@@ -737,7 +738,7 @@ snp_status kv_store_open(const char *dir, const kv_store_identity *id, backend *
     const int rank = c ? comm_rank(c) : 0, size = c ? comm_size(c) : 1;
     if (rank == 0) TRY_GOTO(st, take_lock(s), fail);
     TRY_GOTO(st, barrier(s), fail); // the others wait until rank 0 holds the lock
-    TRY_GOTO(st, check_rank_count(dir, size), fail);
+    TRY_GOTO(st, check_rank_count(dir, id->tp_size), fail);
     const int present = access(s->path, F_OK) == 0;
     int n_present = 0;
     TRY_GOTO(st, all_ranks_count(s, present, &n_present), fail);

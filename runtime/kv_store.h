@@ -42,7 +42,8 @@ void kv_store_fingerprint_tokenizer(const tokenizer *t, char out[40]);
 void kv_store_hash_ids(const int32_t *ids, size_t n, char out[40]);
 
 // kv_store_identity_make: the identity of `m` (loaded from model_path, this rank's
-// shard) with tokenizer `t` for a prompt prefix of n_prefix ids.
+// shard) with tokenizer `t` for a prompt prefix of n_prefix ids. t may be NULL for
+// ids that no tokenizer made (tests): the fingerprint is then "none".
 snp_status kv_store_identity_make(const char *model_path, const model *m, const tokenizer *t,
                                   const int32_t *prefix_ids, int n_prefix,
                                   kv_store_identity *out);

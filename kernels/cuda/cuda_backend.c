@@ -303,6 +303,11 @@ static void *cuda_stream(void *ctx) {
     return ctx ? (void *)((cuda_ctx *)ctx)->stream : NULL;
 }
 
+// device: the ordinal init chose (the local rank modulo the visible devices).
+static int cuda_device(void *ctx) {
+    return ctx ? ((cuda_ctx *)ctx)->device : -1;
+}
+
 const backend_ops cuda_backend_ops = {
     .name = "cuda",
     .act_bytes = 2, // bf16
@@ -330,4 +335,5 @@ const backend_ops cuda_backend_ops = {
     .upload = cuda_upload,
     .sync = cuda_sync,
     .stream = cuda_stream,
+    .device = cuda_device,
 };

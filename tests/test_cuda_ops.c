@@ -651,6 +651,9 @@ static void test_snapkv(pair *p) {
 
 int main(void) {
     test_host_logic();
+    // Parity: cuBLAS may not sum split-K partials in bf16 (cuda_backend.c); a value
+    // given in the environment wins.
+    setenv("SNAPTP_CUDA_STRICT_REDUCTION", "1", 0);
     backend_options opt = {.n_threads = 2, .device = 0};
     pair p = {0};
     snp_status st = backend_open("cuda", &opt, &p.gpu);

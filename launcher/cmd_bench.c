@@ -47,12 +47,14 @@ static snp_status parse_policies(const char *s, kv_policy *out, int *n_out) {
     if (strlen(s) >= sizeof buf)
         return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy '%s' is too long", s);
     strcpy(buf, s);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         kv_policy p;
         TRY(kv_policy_parse(tok, &p));
         for (int i = 0; i < *n_out; i++)
             if (out[i] == p)
-                return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy '%s' names '%s' twice", s, tok);
+                return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy '%s' names '%s' twice", s,
+                                tok);
         if (*n_out == BENCH_MAX_POLICIES)
             return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy '%s': at most %d policies", s,
                             BENCH_MAX_POLICIES);
@@ -142,8 +144,12 @@ int cmd_bench(int argc, char **argv) {
          "prompt lengths to measure (512); 0 = decode only", NULL},
         {"--gen-tokens", ARG_INT, &gen, "N", "tokens decoded after each prompt (128)", NULL},
         {"--repeat", ARG_INT, &repeat, "N", "repetitions per length (3)", NULL},
-        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
-        {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
+        {"--threads", ARG_INT, &so.n_threads, "N",
+         "CPU threads (default: the cores this process may run on, split between the ranks of a "
+         "host; env SNAPTP_THREADS)",
+         NULL},
+        {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL,
+         "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
         {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv|full,snapkv",
@@ -188,7 +194,9 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_lengths * n_policies; i++) {
         const kv_policy policy = policies[i % n_policies];
         bench_result r = {0};
-        if ((st = bench_one(s.m, f, lengths[i / n_policies], gen, repeat, policy, &snap, &r)) != SNP_OK) goto done;
+        if ((st = bench_one(s.m, f, lengths[i / n_policies], gen, repeat, policy, &snap, &r)) !=
+            SNP_OK)
+            goto done;
         if (!root) continue;
         if (json) {
             cJSON *o = cJSON_CreateObject();

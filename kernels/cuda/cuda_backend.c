@@ -1,8 +1,8 @@
 // cuda_backend: the CUDA op table, its context (device, stream, cuBLAS handle,
 // pinned staging, workspace), memory, host transfers and sync. The arithmetic ops
 // live in one .cu file per family; weights in cuda_weights.c.
-#include "cuda_internal.h"
 #include "cuda_checked.h"
+#include "cuda_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +65,9 @@ static snp_status cuda_setup(cuda_ctx *c) {
     // which split cuBLAS's heuristic picked for a shape.
     const char *strict = getenv("SNAPTP_CUDA_STRICT_REDUCTION");
     if (strict && strcmp(strict, "1") == 0)
-        CUBLAS_TRY(cublasSetMathMode(c->cublas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
-                                                CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+        CUBLAS_TRY(cublasSetMathMode(
+            c->cublas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
     CUDA_TRY(cudaMallocHost(&c->xfer_host, 2 * (size_t)CUDA_XFER_HALF));
     for (int i = 0; i < 2; i++)
         CUDA_TRY(cudaEventCreateWithFlags(&c->xfer_done[i], cudaEventDisableTiming));

@@ -61,12 +61,12 @@ snp_status cuda_checked_kv_store(void *ctx, void *cache, const void *src, int T,
                     "T %d, Hkv %d, D %d, S_cap %d, row0 %d", T, Hkv, D, S_cap, row0);
 }
 
-snp_status cuda_checked_attention(void *ctx, void *out, const void *q, const void *k,
-                                  const void *v, const attn_shape *s) {
+snp_status cuda_checked_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
+                                  const attn_shape *s) {
     return after_op(ctx, cuda_attention(ctx, out, q, k, v, s), "attention",
                     "T %d, H %d, Hkv %d, D %d, n_keys %d, S_cap %d, q_offset %d", s ? s->T : 0,
-                    s ? s->H : 0, s ? s->Hkv : 0, s ? s->D : 0, s ? s->n_keys : 0,
-                    s ? s->S_cap : 0, s ? s->q_offset : 0);
+                    s ? s->H : 0, s ? s->Hkv : 0, s ? s->D : 0, s ? s->n_keys : 0, s ? s->S_cap : 0,
+                    s ? s->q_offset : 0);
 }
 
 snp_status cuda_checked_swiglu(void *ctx, void *y, const void *gate, const void *up, size_t n) {

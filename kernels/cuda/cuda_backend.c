@@ -79,6 +79,7 @@ static snp_status cuda_setup(cuda_ctx *c) {
     CUDA_TRY(cudaMemsetAsync(c->d_err, 0, CUDA_ERR_WORDS * sizeof(int), c->stream));
     const char *att = getenv("SNAPTP_CUDA_ATTENTION"); // "rows": the SIMT kernel only
     c->attn_force_rows = att && strcmp(att, "rows") == 0;
+    c->attn_q_smem = att && strcmp(att, "qsmem") == 0;
     // SNAPTP_CUDA_SYNC=1: a fault is reported against the op that caused it, with its
     // shapes (cuda_checked.c), at the cost of one stream sync per op.
     const char *sync = getenv("SNAPTP_CUDA_SYNC");

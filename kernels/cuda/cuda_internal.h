@@ -104,6 +104,7 @@ typedef struct cuda_ctx {
     size_t ws_bytes;
     int *d_err;          // [CUDA_ERR_WORDS] sticky device-side error, checked by sync
     int attn_force_rows; // SNAPTP_CUDA_ATTENTION=rows: never use the tensor-core kernel
+    int attn_q_smem;     // SNAPTP_CUDA_ATTENTION=qsmem: the mma kernel keeps Q in shared memory
     int sync_each_op;    // SNAPTP_CUDA_SYNC=1: sync and check after every op (cuda_checked.c)
     cuda_param_cache rope_freq, rope_pos;
 } cuda_ctx;

@@ -109,7 +109,8 @@ snp_status comm_init(int *argc, char ***argv, comm **out) {
     c->timeout_s = opt.timeout_s;
     snprintf(c->dev_note, sizeof c->dev_note, "%s",
              c->device_mode == COMM_DEVICE_MODE_MPI ? "SNAPTP_COMM=mpi"
-                                                    : "comm_device_setup not called");
+                                                    : "no device communicator asked for "
+                                                      "(host-memory backend)");
     c->ops = &comm_mpi_ops;
     TRY_GOTO(st, c->ops->init(argc, argv, &opt, &c->topo, &c->ctx), fail);
     *out = c;

@@ -84,7 +84,8 @@ int comm_has_device_collectives(const comm *c);
 
 // comm_device_note: one line on the device side, for logs and JSON: "nccl 2.28.9,
 // device 0" when up, otherwise why not ("SNAPTP_COMM=mpi", "auto: rank 1 has no
-// CUDA device", "comm_device_setup not called"). Never NULL.
+// CUDA device", "no device communicator asked for (host-memory backend)"). Free
+// text for people; scripts read --json's "allreduce_path" instead. Never NULL.
 const char *comm_device_note(const comm *c);
 
 // comm_all_reduce_sum_device: buf[i] = sum over ranks of buf[i], in place, i < n,

@@ -172,6 +172,11 @@ typedef struct backend_ops {
     // run in order with them, such as an NCCL all-reduce of an activation buffer.
     // The op is NULL on backends without streams (CPU).
     void *(*stream)(void *ctx);
+
+    // The device ordinal this context actually runs on (backend_options.device after
+    // the backend wrapped it around the devices it sees), for whoever must use the
+    // same device (the NCCL communicator). NULL on host-memory backends.
+    int (*device)(void *ctx);
 } backend_ops;
 
 typedef struct backend {

@@ -1,6 +1,6 @@
 // cmd_bench: `snaptp bench`: prefill and decode tokens/s at given prompt lengths
-// on random token ids (as llama-bench does), repeated, one result per length, with
-// the full KV cache or SnapKV's compressed one.
+// on random token ids (as llama-bench does), repeated, one result per length and
+// KV policy (the full cache, SnapKV's compressed one, or both from one weight load).
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,8 +15,9 @@
 #include "args.h"
 #include "commands.h"
 #include "session.h"
+#include "stats_json.h"
 
-enum { BENCH_MAX_LENGTHS = 32 };
+enum { BENCH_MAX_LENGTHS = 32, BENCH_MAX_POLICIES = 2 };
 
 typedef struct bench_result {
     int prompt_tokens, gen_tokens, repeat;
@@ -37,6 +38,30 @@ static int parse_lengths(const char *s, int *out, int max) {
         s = end;
     }
     return n;
+}
+
+// parse_policies: "full", "snapkv" or both, comma separated, each at most once.
+static snp_status parse_policies(const char *s, kv_policy *out, int *n_out) {
+    *n_out = 0;
+    char buf[64];
+    if (strlen(s) >= sizeof buf)
+        return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy '%s' is too long", s);
+    strcpy(buf, s);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        kv_policy p;
+        TRY(kv_policy_parse(tok, &p));
+        for (int i = 0; i < *n_out; i++)
+            if (out[i] == p)
+                return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy '%s' names '%s' twice", s,
+                                tok);
+        if (*n_out == BENCH_MAX_POLICIES)
+            return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy '%s': at most %d policies", s,
+                            BENCH_MAX_POLICIES);
+        out[(*n_out)++] = p;
+    }
+    if (*n_out == 0) return snp_fail(SNP_ERR_ARGUMENT, "bench: --kv-policy is empty");
+    return SNP_OK;
 }
 
 static void mean_std(const double *x, int n, double *mean, double *std) {
@@ -111,18 +136,24 @@ int cmd_bench(int argc, char **argv) {
     int gen = 128, repeat = 3, json = 0, chunk = 512;
     const char *policy_name = "full", *pooling = "max";
     snapkv_params snap = snapkv_params_default();
-    kv_policy policy = KV_POLICY_FULL;
+    kv_policy policies[BENCH_MAX_POLICIES];
+    int n_policies = 0;
     const arg_spec specs[] = {
         {"--model", ARG_STRING, &so.model_path, "PATH", "GGUF file or safetensors directory", NULL},
         {"--prompt-tokens", ARG_STRING, &lengths_arg, "N,N,..",
          "prompt lengths to measure (512); 0 = decode only", NULL},
         {"--gen-tokens", ARG_INT, &gen, "N", "tokens decoded after each prompt (128)", NULL},
         {"--repeat", ARG_INT, &repeat, "N", "repetitions per length (3)", NULL},
-        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
-        {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
+        {"--threads", ARG_INT, &so.n_threads, "N",
+         "CPU threads (default: the cores this process may run on, split between the ranks of a "
+         "host; env SNAPTP_THREADS)",
+         NULL},
+        {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL,
+         "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
         {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
-        {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV policy (full)", NULL},
+        {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv|full,snapkv",
+         "KV policy (full); both: each length under each, the weights loaded once", NULL},
         {"--window", ARG_INT, &snap.window, "N", "SnapKV window (32)", NULL},
         {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows per KV head (2048)", NULL},
         {"--kernel", ARG_INT, &snap.kernel, "N", "SnapKV pooling kernel (7)", NULL},
@@ -144,9 +175,11 @@ int cmd_bench(int argc, char **argv) {
     snp_status st = session_init_comm(&argc, &argv, &s);
     forward_ctx *f = NULL;
     if (st != SNP_OK) goto done;
-    if ((st = kv_policy_parse(policy_name, &policy)) != SNP_OK) goto done;
+    if ((st = parse_policies(policy_name, policies, &n_policies)) != SNP_OK) goto done;
     if ((st = snapkv_pooling_parse(pooling, &snap.pooling)) != SNP_OK) goto done;
-    if (policy == KV_POLICY_SNAPKV && (st = snapkv_params_validate(&snap)) != SNP_OK) goto done;
+    for (int p = 0; p < n_policies; p++)
+        if (policies[p] == KV_POLICY_SNAPKV && (st = snapkv_params_validate(&snap)) != SNP_OK)
+            goto done;
     if ((st = session_open(&so, &s)) != SNP_OK) goto done;
     if ((st = forward_init(s.m, chunk, &f)) != SNP_OK) goto done;
     if ((st = forward_set_comm(f, s.comm)) != SNP_OK) goto done;
@@ -156,16 +189,21 @@ int cmd_bench(int argc, char **argv) {
                "# %8s %8s %20s %20s\n",
                s.m->path, s.be->ops->name, so.n_threads, "prompt", "gen", "prefill tokens/s",
                "decode tokens/s");
-    for (int i = 0; i < n_lengths; i++) {
+    // Lengths outer, policies inner: a run cut short still has both policies at
+    // the shorter lengths, which is what a comparison needs.
+    for (int i = 0; i < n_lengths * n_policies; i++) {
+        const kv_policy policy = policies[i % n_policies];
         bench_result r = {0};
-        if ((st = bench_one(s.m, f, lengths[i], gen, repeat, policy, &snap, &r)) != SNP_OK) goto done;
+        if ((st = bench_one(s.m, f, lengths[i / n_policies], gen, repeat, policy, &snap, &r)) !=
+            SNP_OK)
+            goto done;
         if (!root) continue;
         if (json) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "model", s.m->path);
             cJSON_AddStringToObject(o, "backend", s.be->ops->name);
             cJSON_AddNumberToObject(o, "threads", so.n_threads);
-            cJSON_AddNumberToObject(o, "tp", s.comm ? comm_size(s.comm) : 1);
+            json_add_comm_path(o, &s);
             cJSON_AddNumberToObject(o, "prompt_tokens", r.prompt_tokens);
             cJSON_AddNumberToObject(o, "gen_tokens", r.gen_tokens);
             cJSON_AddNumberToObject(o, "repeat", r.repeat);

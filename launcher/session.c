@@ -51,8 +51,14 @@ snp_status session_open_model(const session_options *opt, session *out) {
                                 .device = out->comm ? comm_local_rank(out->comm) : 0};
     TRY(backend_open(opt->backend_name ? opt->backend_name : "cpu", &bo, &out->be));
     // Device-memory backends join partial sums with NCCL where every rank has its
-    // own GPU, else through host memory over MPI (SNAPTP_COMM, comm.h).
-    if (out->comm && !out->be->ops->host_memory) TRY(comm_device_setup(out->comm, bo.device));
+    // own GPU, else through host memory over MPI (SNAPTP_COMM, comm.h). NCCL must
+    // sit on the device the backend chose, not on the raw local rank: with one
+    // visible GPU per rank (Slurm's CUDA_VISIBLE_DEVICES) the backend wraps rank 1
+    // to device 0, and the raw ordinal 1 would make every rank >= 1 decline NCCL.
+    if (out->comm && !out->be->ops->host_memory) {
+        const int device = out->be->ops->device ? out->be->ops->device(out->be->ctx) : bo.device;
+        TRY(comm_device_setup(out->comm, device));
+    }
     const model_shard shard = session_shard(out);
     TRY(model_load(opt->model_path, out->be, &shard, &out->m));
     out->load_s = engine_now_s() - t0;

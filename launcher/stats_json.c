@@ -1,11 +1,21 @@
-// stats_json: collective counts in the JSON reports.
+// stats_json: the communicator fields and collective counts of the JSON reports.
 #include "stats_json.h"
 
+#include "../runtime/forward.h"
+
+void json_add_comm_path(cJSON *o, const session *s) {
+    cJSON_AddNumberToObject(o, "tp", s->comm ? comm_size(s->comm) : 1);
+    // A value, for scripts: the path the model's all-reduces take (forward.h).
+    const forward_reduce_path path =
+        s->be ? forward_reduce_path_for(s->be, s->comm) : FORWARD_REDUCE_NONE;
+    cJSON_AddStringToObject(o, "allreduce_path", forward_reduce_path_name(path));
+    // Free text, for people: why the device communicator is (not) NCCL.
+    if (s->comm) cJSON_AddStringToObject(o, "comm_note", comm_device_note(s->comm));
+}
+
 void json_add_comm_stats(cJSON *o, const session *s, const engine_stats *st) {
-    const int tp = s->comm ? comm_size(s->comm) : 1;
     const int n_layers = s->m ? s->m->cfg.n_layers : 0;
-    cJSON_AddNumberToObject(o, "tp", tp);
-    if (s->comm) cJSON_AddStringToObject(o, "comm", comm_device_note(s->comm));
+    json_add_comm_path(o, s);
     cJSON *c = cJSON_AddObjectToObject(o, "collectives");
     if (!c) return;
     cJSON_AddNumberToObject(c, "prefill_allreduce_calls", (double)st->prefill_allreduce_calls);

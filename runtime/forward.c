@@ -103,14 +103,43 @@ snp_status forward_set_comm(forward_ctx *f, comm *c) {
 // backend whose communicator has device collectives (NCCL) sums it where it is, in
 // the activation type, queued on the backend's stream; others stage it through host
 // memory (fp32 sums; the path that lets two ranks share one GPU).
-static snp_status all_reduce(forward_ctx *f, void *buf, size_t n) {
-    if (!f->comm || comm_size(f->comm) == 1) return SNP_OK;
-    const backend *be = f->m->be;
-    if (be->ops->host_memory) return comm_all_reduce_sum_f32(f->comm, buf, n);
+forward_reduce_path forward_reduce_path_for(const backend *be, const comm *c) {
+    if (!c || comm_size(c) == 1) return FORWARD_REDUCE_NONE;
+    if (be->ops->host_memory) return FORWARD_REDUCE_MPI;
     const size_t act = be->ops->act_bytes;
-    if (be->ops->stream && (act == 2 || act == 4) && comm_has_device_collectives(f->comm)) {
-        const comm_elem_type type = act == 2 ? COMM_ELEM_BF16 : COMM_ELEM_F32;
+    if (be->ops->stream && (act == 2 || act == 4) && comm_has_device_collectives(c))
+        return FORWARD_REDUCE_NCCL;
+    return FORWARD_REDUCE_MPI_HOST_STAGED;
+}
+
+static const char *const reduce_path_names[] = {
+    [FORWARD_REDUCE_NONE] = "none",
+    [FORWARD_REDUCE_MPI] = "mpi",
+    [FORWARD_REDUCE_MPI_HOST_STAGED] = "mpi-host-staged",
+    [FORWARD_REDUCE_NCCL] = "nccl",
+};
+_Static_assert(sizeof reduce_path_names / sizeof reduce_path_names[0] == FORWARD_REDUCE_PATH_COUNT,
+               "one name per all-reduce path");
+
+const char *forward_reduce_path_name(forward_reduce_path p) {
+    return (unsigned)p < FORWARD_REDUCE_PATH_COUNT ? reduce_path_names[p] : "unknown";
+}
+
+static snp_status all_reduce(forward_ctx *f, void *buf, size_t n) {
+    const backend *be = f->m->be;
+    // One decision, shared with what --json reports (forward_reduce_path_for).
+    switch (forward_reduce_path_for(be, f->comm)) {
+    case FORWARD_REDUCE_NONE:
+        return SNP_OK;
+    case FORWARD_REDUCE_MPI:
+        return comm_all_reduce_sum_f32(f->comm, buf, n);
+    case FORWARD_REDUCE_NCCL: {
+        const comm_elem_type type = be->ops->act_bytes == 2 ? COMM_ELEM_BF16 : COMM_ELEM_F32;
         return comm_all_reduce_sum_device(f->comm, buf, n, type, be->ops->stream(be->ctx));
+    }
+    case FORWARD_REDUCE_MPI_HOST_STAGED:
+    default:
+        break;
     }
     if (n > f->stage_cap) {
         float *s = realloc(f->stage, n * sizeof(float));

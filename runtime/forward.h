@@ -30,6 +30,27 @@ struct comm;
 // heads it splits off the ranks that replicate each KV head (for SnapKV's votes).
 snp_status forward_set_comm(forward_ctx *f, struct comm *c);
 
+// How a rank joins the partial sums of its row-parallel projections (what --json
+// reports as "allreduce_path"); the model's all_reduce takes exactly this path:
+//   NONE            one rank (tp = 1, or no communicator): nothing crosses ranks
+//   MPI             host-memory backend (CPU): MPI sums the buffers in place
+//   MPI_HOST_STAGED device backend without device collectives: each buffer is
+//                   copied to the host, summed by MPI in fp32, and copied back
+//   NCCL            device backend with NCCL up: summed on the device, in stream order
+typedef enum forward_reduce_path {
+    FORWARD_REDUCE_NONE,
+    FORWARD_REDUCE_MPI,
+    FORWARD_REDUCE_MPI_HOST_STAGED,
+    FORWARD_REDUCE_NCCL,
+    FORWARD_REDUCE_PATH_COUNT
+} forward_reduce_path;
+
+// forward_reduce_path_for: the path for backend be and communicator c (NULL: tp = 1).
+forward_reduce_path forward_reduce_path_for(const backend *be, const struct comm *c);
+
+// forward_reduce_path_name: "none", "mpi", "mpi-host-staged", "nccl".
+const char *forward_reduce_path_name(forward_reduce_path p);
+
 // forward_run: runs tokens ids[0..T) at positions pos0.. through the model,
 // appending their K/V to `kv` (rows kv->n_keys..). Writes fp32 logits to the host
 // array `logits`: [T, V] when logits_all, else [1, V] for the last token.

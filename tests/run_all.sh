@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 export SNAPTP_SMOLLM2_GGUF="$(bash tests/fetch_smollm2.sh)"
 
+# ctest includes test_gpu_bench_dry: bench/gpu/run_bench.py --phase all dry-run on the
+# CPU (--tiny --with-rt), so the one-call GPU check cannot rot between GPU sessions.
 echo "== tests (release build)"
 ctest --test-dir build --output-on-failure -j 2
 

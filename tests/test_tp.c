@@ -213,8 +213,11 @@ int main(int argc, char **argv) {
     if (!bname || !*bname) bname = "cpu";
     const backend_options bo = {.n_threads = 1, .device = comm_local_rank(c)};
     int ok = test_check(&tc, backend_open(bname, &bo, &be) == SNP_OK, "%s: %s", bname, snp_error());
-    if (ok && !be->ops->host_memory)
-        ok = test_check(&tc, comm_device_setup(c, bo.device) == SNP_OK, "comm: %s", snp_error());
+    if (ok && !be->ops->host_memory) {
+        // The device the backend chose (the local rank wrapped), as session.c does.
+        const int device = be->ops->device ? be->ops->device(be->ctx) : bo.device;
+        ok = test_check(&tc, comm_device_setup(c, device) == SNP_OK, "comm: %s", snp_error());
+    }
     if (ok) {
         lower_precision = be->ops->act_bytes < sizeof(float);
         TOL_TP = lower_precision ? TOL_TP_BF16 : TOL_TP_F32;

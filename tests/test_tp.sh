@@ -67,6 +67,8 @@ import json, sys
 o = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 c = o["collectives"]
 assert o["tp"] == 3, o
+# A value, not a message: the CPU backend's all-reduces are MPI's on host buffers.
+assert o["allreduce_path"] == "mpi", o
 assert c["decode_steps"] > 0, c
 assert c["allreduce_per_layer_per_token"] == 2, c
 # Two all-reduces of hidden size 576 fp32 per layer, 30 layers, one token.

@@ -3,7 +3,7 @@ HBM bound: the bytes one decode step must read (every weight but the embedding
 table, plus the K/V rows it attends over), divided by the copy bandwidth measured on
 the same GPU. Also merges the JSON of several device calls:
 
-    python3 bench/gpu/report.py results_main.json results_long.json > gpu.md
+    python3 bench/gpu/report.py results_all.json > gpu.md
 """
 import json
 import sys
@@ -34,6 +34,19 @@ def table(res):
     m = res.get("model") or {}
     lines.append(f"### {meta.get('gpu', '?')} — {meta.get('phase', '?')} "
                  f"({meta.get('date', '')})\n")
+    steps = res.get("steps") or {}
+    if steps:
+        lines.append("| step | status | seconds (cap) |")
+        lines.append("|---|---|---:|")
+        for name, v in steps.items():
+            lines.append(f"| {name} | {v.get('status')} | {_fmt(v.get('s'), '.1f')} "
+                         f"({v.get('cap_s')}) |")
+        lines.append("")
+    checks = res.get("checks") or {}
+    if checks:
+        lines.append("Checks: " + "; ".join(
+            f"{k}: {v.get('status')}" + (f" ({v['last']})" if v.get("last") else "")
+            for k, v in checks.items()) + ".\n")
     if m:
         lines.append(f"Model: {m.get('name')}, {m.get('total_weight_bytes', 0) / GIB:.2f} GiB of "
                      f"bf16 weights ({m.get('decode_weight_bytes', 0) / GIB:.2f} GiB read per decode "
@@ -76,7 +89,7 @@ def table(res):
                          ", ".join(f"{s} {p}: {n}" for (s, p), n in sorted(longest.items())) + ".\n")
     long = res.get("long")
     if long:
-        lines.append(f"{long.get('prompt_tokens')}-token SnapKV prefill on a "
+        lines.append(f"{long.get('label') or long.get('prompt_tokens')}-token SnapKV prefill on a "
                      f"{long.get('layers')}-layer model of the same shape: status {long.get('status')}, prefill "
                      f"{_fmt(long.get('prefill_s'), '.1f')} s "
                      f"({_fmt(long.get('prefill_tokens_per_s'), ',.0f')} tok/s), peak GPU "
@@ -96,7 +109,7 @@ def merge(results):
                     "date": results[0].get("meta", {}).get("date")},
            "rows": [], "errors": []}
     for r in results:
-        for k in ("hbm", "model", "long"):
+        for k in ("hbm", "model", "long", "steps", "checks"):
             if r.get(k) and not out.get(k):
                 out[k] = r[k]
         out["rows"] += r.get("rows", [])

@@ -1,34 +1,39 @@
 #!/usr/bin/env python3
-"""run_bench: snaptp against Hugging Face transformers on one GPU (tp = 1), on a random
-Llama-3.1-8B-shaped model made on that machine. See bench/gpu/README.md for the
-device calls that run it; nothing here has run on a GPU yet.
+"""run_bench: the whole first GPU check of snaptp in one device call (--phase all):
+correctness first, then snaptp against Hugging Face transformers on one GPU (tp = 1)
+on a random Llama-3.1-8B-shaped model made on that machine. See bench/gpu/README.md
+for the exact device call; nothing CUDA has run on a GPU yet.
 
-Steps (--phase picks a list, --steps overrides it):
-  env            GPU, driver, versions; snaptp's shared libraries resolve (ldd)
-  checks         tests/test_cuda_ops, tests/test_backend_parity (whole models, CPU vs
-                 CUDA, on the golden models and SmolLM2-shaped random weights made
-                 here) and tests/test_comm_select (SNAPTP_COMM=nccl on one GPU), when
-                 carried beside the binary (build_carry.sh does)
-  tp2            tests/test_tp under mpirun -np 2 on one GPU, host-staged all-reduce
-                 (SNAPTP_COMM=mpi): tp = 2 against tp = 1 (carried orterun)
-  hbm            device-to-device copy bandwidth (torch, 4 GiB, median of 20)
-  model          random 8B model (transformers init, bf16, on the GPU), written as
-                 safetensors to --work; kept, parked in host memory, for the HF steps
-  snaptp_full    `snaptp bench --backend cuda` at --lengths, full KV
-  snaptp_snapkv  the same with --kv-policy snapkv (budget 4096, window 32, kernel 7)
-  plan           `snaptp inspect`'s memory plan for each of those runs
-  hf_full        transformers (sdpa), full KV cache
-  hf_snapkv      transformers with SnapKV applied per layer during prefill
-  long           a 2-layer model of the same shape: 1M-token SnapKV prefill with
-                 snaptp, its peak GPU memory against `snaptp inspect`'s plan
-  ladder         the 8B with SnapKV at longer prompts (--ladder) while time remains
-Phases: main = env checks hbm model snaptp_full snaptp_snapkv plan hf_full hf_snapkv;
-        long = env hbm long ladder. --tiny runs every step on the CPU with the tiny
-golden model's shape (a dry run of this script; numbers mean nothing).
+Steps of --phase all, most valuable first; each has a hard cap (CAPS) and the results
+are rewritten after every step, so a call stopped by `timeout` returns what ran:
+  env          GPU, driver, versions; snaptp's shared libraries resolve (ldd)
+  cuda_ops     tests/test_cuda_ops (every CUDA op against the CPU one); on failure
+               rerun once under CUDA_LAUNCH_BLOCKING=1 + SNAPTP_CUDA_SYNC=1 (the op
+               and shapes at fault) and once under compute-sanitizer memcheck
+  parity       tests/test_backend_parity: whole models, CPU vs CUDA, on the golden
+               models and SmolLM2-shaped random weights made here
+  tp2          tests/test_tp under mpirun -np 2, both ranks on the one GPU, host-
+               staged all-reduce (SNAPTP_COMM=mpi); the ranks run in their own
+               process group, killed as a group at the cap
+  comm_select  tests/test_comm_select, then its --child with SNAPTP_COMM=nccl: a real
+               NCCL all-reduce on the CUDA backend's stream (one rank)
+  hbm          device-to-device copy bandwidth (torch, 4 GiB, median of 20)
+  model        random 8B model (transformers init, bf16, on the GPU), written once as
+               safetensors to --work, then parked in host memory for the HF steps
+  snaptp       `snaptp bench --backend cuda --kv-policy full,snapkv` at --lengths:
+               one process, the weights loaded once for both policies
+  hf_full      transformers (sdpa), full KV cache
+  hf_snapkv    transformers with SnapKV applied per layer during prefill
+  plan         `snaptp inspect`'s memory plan for each snaptp run, beside its peak
+  long         the 8B's first 2 layers cut into a model of their own (the same
+               weights): a SnapKV prefill of --long-tokens (1M) in the time left, or
+               of half that (512K, labelled) when the forecast says 1M will not fit
+--tiny runs the same steps on the CPU with the tiny golden model's shape (a dry run
+of this script that CI runs; numbers mean nothing). Without torch (CI) the model is
+cut from tests/golden/llama_gqa and the torch steps are recorded as skipped.
 
-Every step checks the time left (--budget-s) first and records what it skipped.
-Results: OUT/results_<phase>.json, OUT/results_<phase>.md, OUT/log_<phase>.txt
-(OUT: --out, else $OUT, else bench/out/gpu), rewritten after every step.
+Results: OUT/results_all.json, OUT/results_all.md, OUT/log_all.txt (OUT: --out, else
+$OUT, else bench/out/gpu).
 """
 import argparse
 import datetime
@@ -49,7 +54,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-import torch  # noqa: E402
+try:
+    import torch
+except ImportError:  # the CPU dry run in CI: the torch steps are skipped, not failed
+    torch = None
 
 import report  # noqa: E402
 import rt  # noqa: E402
@@ -57,11 +65,23 @@ import weights  # noqa: E402
 from gpu_mem import GpuSampler  # noqa: E402
 
 PHASES = {
-    "main": "env checks tp2 hbm model snaptp_full snaptp_snapkv plan hf_full hf_snapkv",
-    "long": "env hbm long ladder",
-    "tiny": "env checks tp2 hbm model snaptp_full snaptp_snapkv plan hf_full hf_snapkv long ladder",
+    "all": "env cuda_ops parity tp2 comm_select hbm model snaptp hf_full hf_snapkv plan long",
 }
-HF_RESERVE_S = 120  # kept for the HF steps while snaptp runs (their expected cost, 8B)
+# Hard caps per step, in seconds (on the H200; --tiny uses the same). The checks are
+# capped tightly so that a hang cannot eat the benchmark; the benchmark steps get
+# what is left after RESERVE_S of the steps after them.
+CAPS = dict(env=60, cuda_ops=60, cuda_ops_blocking=60, cuda_ops_memcheck=120, parity=120,
+            tp2=75, comm_select=45, hbm=20, model=150, snaptp=300, hf_full=120, hf_snapkv=90,
+            plan=45, long=420)
+RESERVE_S = dict(snaptp=100 + 10 + 90, hf_full=10 + 90 + 30, hf_snapkv=10 + 90)  # later steps
+
+
+class StepTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise StepTimeout()
 
 
 class Run:
@@ -72,14 +92,16 @@ class Run:
         self.t0 = time.monotonic()
         self.out = Path(a.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.phase = "tiny" if a.tiny else a.phase
+        self.phase = "all"
         self.log_path = self.out / f"log_{self.phase}.txt"
         self.log_path.write_text("")
         self.device = "cpu" if a.tiny else "cuda"
+        self.backend = "cpu" if a.tiny else "cuda"
         self.snap = dict(window=a.window, budget=a.budget, kernel=a.kernel, pooling=a.pooling)
-        self.res = {"meta": {"phase": self.phase, "date": datetime.datetime.now().isoformat(
-            timespec="seconds"), "host": platform.node(), "args": vars(a)},
-            "rows": [], "errors": []}
+        self.res = {"meta": {"phase": self.phase, "tiny": a.tiny,
+                             "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                             "host": platform.node(), "args": vars(a)},
+                    "steps": {}, "checks": {}, "rows": [], "errors": []}
         self.hf_model = None
         self.model_dir = None
         self.env = None  # snaptp's environment
@@ -102,26 +124,72 @@ class Run:
         (self.out / f"results_{self.phase}.json").write_text(json.dumps(self.res, indent=1))
         (self.out / f"results_{self.phase}.md").write_text(report.table(self.res))
 
+    def exe(self, name):
+        """A test binary carried beside snaptp (.gpu/bin) or in its build's tests/."""
+        bindir = Path(self.a.snaptp).parent
+        return next((e for e in (bindir / name, bindir / "tests" / name) if e.exists()), None)
+
+    def test_env(self, **extra):
+        # Parity and op tests: cuBLAS may not reduce split-K partials in bf16.
+        env = dict(self.env, SNAPTP_SOURCE_DIR=str(REPO), SNAPTP_CUDA_STRICT_REDUCTION="1")
+        env.update(extra)
+        return env
+
+
+def run_group(r, cmd, env, timeout_s, tag):
+    """Runs cmd in a process group of its own, killed as a group at timeout_s (so
+    mpirun's ranks and anything else it started die with it). Returns (status,
+    exit code or None, output lines); status is "ok", "failed" or "timeout"."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env, start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=max(1.0, timeout_s))
+        status = "ok" if p.returncode == 0 else "failed"
+    except (subprocess.TimeoutExpired, StepTimeout):
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        status = "timeout"
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    lines = (out or "").strip().splitlines()
+    r.log(f"{tag}: {status} (exit {p.returncode}) in {time.monotonic() - t0:.1f} s")
+    return status, p.returncode, lines
+
+
+def record_check(r, name, status, rc, lines, show=8):
+    fails = [ln for ln in lines if ln.startswith("FAIL")][:20]
+    last = lines[-1] if lines else ""
+    r.res["checks"][name] = dict(status=status, exit=rc, last=last, fails=fails)
+    r.log(f"  {name}:\n    " + "\n    ".join(fails + lines[-show:]))
+    if status != "ok":
+        r.error(f"{name} {status} (exit {rc}): {last}")
+    return status
+
 
 # ---------------------------------------------------------------- steps
 
 
 def step_env(r):
     meta = r.res["meta"]
-    meta.update(python=platform.python_version(), torch=torch.__version__)
+    meta.update(python=platform.python_version(), torch=torch.__version__ if torch else None)
     try:
         import transformers
         meta["transformers"] = transformers.__version__
     except ImportError as e:
-        r.error(f"transformers: {e}")
+        meta["transformers"] = None
+        if not r.a.tiny:
+            r.error(f"transformers: {e}")
     if r.device == "cuda":
-        if not torch.cuda.is_available():
+        if torch is None or not torch.cuda.is_available():
             raise RuntimeError("torch sees no CUDA device")
         p = torch.cuda.get_device_properties(0)
         meta.update(gpu=p.name, gpu_bytes=p.total_memory, sms=p.multi_processor_count)
         smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm,"
                               "clocks.max.mem", "--format=csv,noheader"],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, timeout=30)
         meta["nvidia_smi"] = smi.stdout.strip()
     else:
         meta["gpu"] = "none (--tiny on the CPU)"
@@ -131,7 +199,8 @@ def step_env(r):
         r.env = rt.snaptp_env(root)
     else:
         r.env = dict(os.environ)
-    ldd = subprocess.run(["ldd", str(r.a.snaptp)], capture_output=True, text=True, env=r.env)
+    ldd = subprocess.run(["ldd", str(r.a.snaptp)], capture_output=True, text=True, env=r.env,
+                         timeout=30)
     missing = [ln.strip() for ln in ldd.stdout.splitlines() if "not found" in ln]
     meta["ldd_missing"] = missing
     if missing:  # the transformers steps can still run
@@ -142,111 +211,152 @@ def step_env(r):
           f"{'libraries missing' if missing else 'all libraries found'}")
 
 
+def step_cuda_ops(r):
+    """Every CUDA op against the CPU one. A failure is rerun once with launches made
+    blocking and a sync after every op (so the message names the op that faulted,
+    not the next launch), then once under compute-sanitizer's memcheck."""
+    exe = r.exe("test_cuda_ops")
+    if exe is None:
+        r.res["checks"]["test_cuda_ops"] = dict(status="not carried")
+        return "skipped"
+    st, rc, out = run_group(r, [str(exe)], r.test_env(), min(CAPS["cuda_ops"], r.left()),
+                            "test_cuda_ops")
+    record_check(r, "test_cuda_ops", st, rc, out)
+    if st == "ok" and r.a.diag != "always":
+        return st
+    # The diagnostic reruns (forced by --diag always in the dry run, so they cannot rot).
+    st2, rc2, out2 = run_group(r, [str(exe)], r.test_env(CUDA_LAUNCH_BLOCKING="1",
+                                                         SNAPTP_CUDA_SYNC="1"),
+                               min(CAPS["cuda_ops_blocking"], r.left()), "test_cuda_ops blocking")
+    r.res["checks"]["test_cuda_ops_blocking"] = dict(status=st2, exit=rc2, tail=out2[-15:])
+    r.log("  blocking rerun:\n    " + "\n    ".join(out2[-15:]))
+    san = shutil.which("compute-sanitizer") or next(
+        (p for p in ("/usr/local/cuda/bin/compute-sanitizer",) if os.path.exists(p)), None)
+    if san is None:
+        r.res["checks"]["test_cuda_ops_memcheck"] = dict(status="no compute-sanitizer here")
+        r.log("  memcheck: no compute-sanitizer here")
+    else:
+        st3, rc3, out3 = run_group(r, [san, "--tool", "memcheck", "--print-limit", "20",
+                                       "--error-exitcode", "99", str(exe)],
+                                   r.test_env(SNAPTP_CUDA_SYNC="1"),
+                                   min(CAPS["cuda_ops_memcheck"], r.left()), "test_cuda_ops memcheck")
+        r.res["checks"]["test_cuda_ops_memcheck"] = dict(status=st3, exit=rc3, tail=out3[-30:])
+        r.log("  memcheck:\n    " + "\n    ".join(out3[-30:]))
+    return st
+
+
 def parity_model(r):
-    """SmolLM2-shaped random weights for test_backend_parity (the tiny shape in --tiny);
-    their directory, or None when they could not be made."""
-    import hf_bench
-    try:
-        shape = weights.TINY if r.a.tiny else weights.SMOLLM2_135M
-        cfg = weights.make_config(shape, n_ctx=2048)
-        torch.manual_seed(4321)
-        model = hf_bench.make_model(cfg, r.device)
-        d = Path(r.a.work) / ("parity_tiny" if r.a.tiny else "parity_smollm2_shape")
-        weights.write_model(model, d, log=r.log)
-        del model
-        if r.device == "cuda":
-            torch.cuda.empty_cache()
-        return d
-    except Exception as e:  # the op tests still run
-        r.error(f"parity model: {e!r}")
+    """SmolLM2-shaped random weights for test_backend_parity; their directory, or
+    None without torch (the golden models are still compared)."""
+    if torch is None:
+        r.log("parity: no torch here: the golden models only")
         return None
+    import hf_bench
+    shape = weights.TINY if r.a.tiny else weights.SMOLLM2_135M
+    cfg = weights.make_config(shape, n_ctx=2048)
+    torch.manual_seed(4321)
+    model = hf_bench.make_model(cfg, r.device)
+    d = Path(r.a.work) / ("parity_tiny" if r.a.tiny else "parity_smollm2_shape")
+    weights.write_model(model, d, log=r.log)
+    del model
+    if r.device == "cuda":
+        torch.cuda.empty_cache()
+    return d
 
 
-def step_checks(r):
-    """The CUDA backend's op test, the whole-model CPU-vs-CUDA parity test (golden
-    models and SmolLM2-shaped random weights) and the NCCL selection test, when
-    carried: a benchmark of kernels that compute the wrong thing means nothing."""
-    checks = {}
-    env = dict(r.env, SNAPTP_SOURCE_DIR=str(REPO))
-    pm = parity_model(r)
-    if pm:
-        env["SNAPTP_PARITY_MODELS"] = str(pm)
-    for name, limit in (("test_cuda_ops", 150), ("test_backend_parity", 240),
-                        ("test_comm_select", 90)):
-        bindir = Path(r.a.snaptp).parent
-        exe = next((e for e in (bindir / name, bindir / "tests" / name) if e.exists()), None)
-        if exe is None:
-            checks[name] = "not carried"
-            continue
-        try:
-            p = subprocess.run([str(exe)], capture_output=True, text=True, env=env,
-                               timeout=min(limit, max(10.0, r.left() - 300)))
-            out = (p.stdout + p.stderr).strip().splitlines()
-            checks[name] = f"exit {p.returncode}: {out[-1] if out else ''}"
-            fails = [ln for ln in out if ln.startswith("FAIL")][:20]
-            shown = out if name == "test_backend_parity" else out[-6:]  # its per-model lines
-            r.log(f"{name}: exit {p.returncode}\n    " + "\n    ".join(fails + shown))
-            if p.returncode != 0:
-                r.error(f"{name} failed: {checks[name]}")
-        except subprocess.TimeoutExpired:
-            checks[name] = f"timeout after {limit} s"
-            r.error(f"{name}: {checks[name]}")
-    r.res["meta"]["checks"] = checks
+def step_parity(r):
+    exe = r.exe("test_backend_parity")
+    if exe is None:
+        r.res["checks"]["test_backend_parity"] = dict(status="not carried")
+        return "skipped"
+    extra = {}
+    try:
+        pm = parity_model(r)
+        if pm:
+            extra["SNAPTP_PARITY_MODELS"] = str(pm)
+    except Exception as e:  # the golden models are still worth comparing
+        r.error(f"parity model: {type(e).__name__}: {e}")
+    st, rc, out = run_group(r, [str(exe)], r.test_env(**extra),
+                            min(CAPS["parity"], r.left()), "test_backend_parity")
+    return record_check(r, "test_backend_parity", st, rc, out, show=40)  # its per-model lines
+
+
+def mpirun_path(r):
+    if not r.a.no_rt:
+        p = Path(r.a.rt_root) / "usr/bin/orterun"
+        return str(p) if p.exists() else None
+    return shutil.which("mpirun")
 
 
 def step_tp2(r):
-    """tp = 2 on one GPU: tests/test_tp under mpirun -np 2 on the CUDA backend, both
-    ranks on device 0 (the local rank wraps), all-reduces staged through host memory
-    over MPI (SNAPTP_COMM=mpi): every rank's shard against the whole model. The GPU
-    image has no MPI: mpirun (orterun) comes from the carried openmpi-bin."""
-    checks = r.res["meta"].setdefault("checks", {})
-    bindir = Path(r.a.snaptp).parent
-    exe = next((e for e in (bindir / "test_tp", bindir / "tests" / "test_tp") if e.exists()), None)
-    launcher = (str(Path(r.a.rt_root) / "usr/bin/orterun") if not r.a.no_rt
-                else shutil.which("mpirun"))
-    if exe is None or not launcher or not Path(launcher).exists():
-        checks["test_tp_np2"] = "not carried" if exe is None else "no mpirun"
-        r.log(f"tp2: {checks['test_tp_np2']}")
-        return
-    env = dict(r.env, SNAPTP_SOURCE_DIR=str(REPO), SNAPTP_TP_BACKEND=r.backend,
-               SNAPTP_COMM="mpi", OMPI_MCA_btl="self,vader", OMPI_MCA_pml="ob1",
-               OMPI_MCA_btl_vader_single_copy_mechanism="none")
+    """tp = 2 on one GPU: both ranks on device 0 (the local rank wraps), all-reduces
+    staged through host memory over MPI: every rank's shard against the whole model.
+    The GPU image has no MPI: orterun comes from the carried openmpi-bin."""
+    exe, launcher = r.exe("test_tp"), mpirun_path(r)
+    if exe is None or launcher is None:
+        r.res["checks"]["test_tp_np2"] = dict(status="not carried" if exe is None else "no mpirun")
+        return "skipped"
+    env = r.test_env(SNAPTP_TP_BACKEND=r.backend, SNAPTP_COMM="mpi", OMPI_MCA_btl="self,vader",
+                     OMPI_MCA_pml="ob1", OMPI_MCA_btl_vader_single_copy_mechanism="none")
     env.pop("OMPI_MCA_ess_singleton_isolated", None)  # mpirun starts these ranks
-    cmd = [launcher, "--oversubscribe", "--bind-to", "none", "--allow-run-as-root", "-np", "2",
-           str(exe)]
-    limit = min(300, max(10.0, r.left() - 300))
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=limit)
-        out = (p.stdout + p.stderr).strip().splitlines()
-        checks["test_tp_np2"] = f"exit {p.returncode}: {out[-1] if out else ''}"
-        r.log(f"tp2 ({r.backend}, SNAPTP_COMM=mpi): exit {p.returncode}\n    " + "\n    ".join(out))
-        if p.returncode != 0:
-            r.error(f"test_tp at tp=2 failed: {checks['test_tp_np2']}")
-    except subprocess.TimeoutExpired:
-        checks["test_tp_np2"] = f"timeout after {limit:.0f} s"
-        r.error(f"tp2: {checks['test_tp_np2']}")
+    cap = min(CAPS["tp2"], r.left())
+    # mpirun's own --timeout ends the job first, cleanly; the group kill is the backstop.
+    cmd = [launcher, "--oversubscribe", "--bind-to", "none", "--allow-run-as-root",
+           "--timeout", str(max(5, int(cap) - 10)), "-np", "2", str(exe)]
+    st, rc, out = run_group(r, cmd, env, cap, f"tp2 ({r.backend}, SNAPTP_COMM=mpi)")
+    return record_check(r, "test_tp_np2", st, rc, out, show=12)
+
+
+def step_comm_select(r):
+    """The NCCL/MPI choice: the pure-C checks, then one rank with SNAPTP_COMM=nccl, which
+    on a GPU runs a real NCCL all-reduce through the CUDA backend's stream (on the CPU
+    it must be refused with "no CUDA device")."""
+    exe = r.exe("test_comm_select")
+    if exe is None:
+        r.res["checks"]["test_comm_select"] = dict(status="not carried")
+        return "skipped"
+    cap = CAPS["comm_select"] / 2
+    st, rc, out = run_group(r, [str(exe)], r.test_env(), min(cap, r.left()), "test_comm_select")
+    st = record_check(r, "test_comm_select", st, rc, out, show=4)
+    st2, rc2, out2 = run_group(r, [str(exe), "--child"], r.test_env(SNAPTP_COMM="nccl"),
+                               min(cap, r.left()), "test_comm_select --child, SNAPTP_COMM=nccl")
+    st2 = record_check(r, "test_comm_select_nccl", st2, rc2, out2, show=6)
+    skipped = [ln for ln in out2 if ln.startswith("skipped") or "refused at init" in ln]
+    if r.device == "cuda" and st2 == "ok" and skipped:
+        r.error("test_comm_select_nccl: passed without running the NCCL all-reduce: "
+                + " / ".join(out2[-3:]))
+    return st if st != "ok" else st2
 
 
 def step_hbm(r):
-    n = (256 << 20) if r.device == "cpu" else (4 << 30)
-    a = torch.empty(n, dtype=torch.uint8, device=r.device)
-    a.random_(0, 255)  # not zeros (METHOD.md)
-    b = torch.empty_like(a)
-    times = []
-    for i in range(23):
-        if r.device == "cuda":
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            b.copy_(a)
-            e1.record()
-            e1.synchronize()
-            t = e0.elapsed_time(e1) / 1e3
-        else:
+    if torch is None:  # CPU dry run without torch: a bytes copy, so the step still runs
+        n = 64 << 20
+        a, b = bytearray(os.urandom(1 << 20)) * 64, bytearray(n)
+        times = []
+        for _ in range(7):
             t0 = time.perf_counter()
-            b.copy_(a)
-            t = time.perf_counter() - t0
-        if i >= 3:
-            times.append(t)
+            b[:] = a
+            times.append(time.perf_counter() - t0)
+    else:
+        n = (256 << 20) if r.device == "cpu" else (4 << 30)
+        a = torch.empty(n, dtype=torch.uint8, device=r.device)
+        a.random_(0, 255)  # not zeros (METHOD.md)
+        b = torch.empty_like(a)
+        times = []
+        for i in range(23):
+            if r.device == "cuda":
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                b.copy_(a)
+                e1.record()
+                e1.synchronize()
+                t = e0.elapsed_time(e1) / 1e3
+            else:
+                t0 = time.perf_counter()
+                b.copy_(a)
+                t = time.perf_counter() - t0
+            if i >= 3:
+                times.append(t)
     t = sorted(times)[len(times) // 2]
     r.res["hbm"] = {"bytes": n, "median_s": t, "copy_bytes_per_s": 2 * n / t}
     r.log(f"hbm: copy of {n >> 20} MiB in {t * 1e3:.3f} ms: {2 * n / t / 1e12:.3f} TB/s (r+w)")
@@ -263,25 +373,27 @@ def model_info(r, cfg, name):
                           snapkv_kernel=r.a.kernel, snapkv_pooling=r.a.pooling)
 
 
-def build_and_write(r, n_layers, n_ctx, subdir):
-    """A random model on the device, written to --work/subdir. Returns (model, dir)."""
+def step_model(r):
+    """The one model of the run, made once: its 2-layer cut (step long) reuses its bytes."""
+    n_ctx = max(r.lengths) + r.a.gen + 64
+    d = Path(r.a.work) / ("llama8b" if not r.a.tiny else "tiny")
+    if torch is None:
+        if not r.a.tiny:
+            raise RuntimeError("no torch: the 8B cannot be made")
+        weights.cut_layers(REPO / "tests/golden/llama_gqa", d, None, n_ctx, log=r.log)
+        model_info(r, weights.config_of(d), "tiny golden llama_gqa (no torch here)")
+        r.model_dir = d
+        return
     import hf_bench
     shape = weights.TINY if r.a.tiny else weights.LLAMA3_8B
-    cfg = weights.make_config(shape, n_layers=n_layers, n_ctx=n_ctx)
+    cfg = weights.make_config(shape, n_ctx=n_ctx)
     t0 = time.perf_counter()
     torch.manual_seed(1234)
     model = hf_bench.make_model(cfg, r.device)
     t1 = time.perf_counter()
-    d = Path(r.a.work) / subdir
     total, secs = weights.write_model(model, d, log=r.log)
-    r.log(f"model {subdir}: {cfg.num_hidden_layers} layers, built in {t1 - t0:.1f} s, "
+    r.log(f"model: {cfg.num_hidden_layers} layers, built in {t1 - t0:.1f} s, "
           f"{total / 2**30:.2f} GiB written in {secs:.1f} s to {d}")
-    return model, d
-
-
-def step_model(r):
-    n_ctx = max(r.lengths + r.ladder) + r.a.gen + 64
-    model, d = build_and_write(r, None, n_ctx, "llama8b" if not r.a.tiny else "tiny")
     model_info(r, model.config, "random Llama-3.1-8B shape" if not r.a.tiny else "tiny llama")
     r.model_dir = d
     r.hf_model = model
@@ -296,21 +408,23 @@ def _reader(stream, q):
     q.put(None)
 
 
-def snaptp_bench(r, model_dir, policy, lengths, gen, chunk, timeout_s, tag):
-    """Runs `snaptp bench --json`, one row per length as its JSON line arrives (so a
-    timeout keeps the lengths already done). Returns the rows."""
+def snaptp_bench(r, model_dir, policies, lengths, gen, chunk, timeout_s, tag):
+    """Runs `snaptp bench --json` once for every policy and length (lengths outer),
+    one row per JSON line as it arrives (so a timeout keeps what was done). The
+    process runs in its own group, killed as a group at timeout_s. Returns the rows."""
     cmd = [str(r.a.snaptp), "bench", "--model", str(model_dir), "--backend", r.backend,
            "--prompt-tokens", ",".join(str(n) for n in lengths), "--gen-tokens", str(gen),
-           "--repeat", "1", "--chunk", str(chunk), "--json"]
-    if policy == "snapkv":
-        cmd += ["--kv-policy", "snapkv", "--window", str(r.a.window), "--budget",
-                str(r.a.budget), "--kernel", str(r.a.kernel), "--pooling", r.a.pooling]
+           "--repeat", "1", "--chunk", str(chunk), "--json", "--kv-policy", ",".join(policies)]
+    if "snapkv" in policies:
+        cmd += ["--window", str(r.a.window), "--budget", str(r.a.budget), "--kernel",
+                str(r.a.kernel), "--pooling", r.a.pooling]
     if r.a.tiny:
         cmd += ["--threads", "2"]
+    todo = [(L, p) for L in lengths for p in policies]
     if r.snaptp_broken:
         r.error(f"{tag}: skipped, snaptp cannot start here")
-        return [dict(system="snaptp", policy=policy, prompt_tokens=L, gen_tokens=gen,
-                     chunk=chunk, status="not run", warmup=L == r.a.warmup) for L in lengths]
+        return [dict(system="snaptp", policy=p, prompt_tokens=L, gen_tokens=gen, chunk=chunk,
+                     status="not run", warmup=L == r.a.warmup) for L, p in todo]
     r.log(f"{tag}: {' '.join(cmd)} (timeout {timeout_s:.0f} s)")
     err_path = Path(r.a.work) / f"stderr_{tag}.txt"
     err_path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,54 +436,63 @@ def snaptp_bench(r, model_dir, policy, lengths, gen, chunk, timeout_s, tag):
     threading.Thread(target=_reader, args=(p.stdout, q), daemon=True).start()
     rows, deadline, status = [], time.monotonic() + timeout_s, "ok"
     t_seg = time.monotonic()
-    while True:
-        try:
-            line = q.get(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
-        except queue.Empty:
-            if time.monotonic() > deadline:
-                status = "timeout"
-                os.killpg(p.pid, signal.SIGKILL)
+    try:
+        while True:
+            try:
+                line = q.get(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    status = "timeout"
+                    break
+                continue
+            if line is None:
                 break
-            continue
-        if line is None:
-            break
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            o = json.loads(line)
-        except json.JSONDecodeError:
-            r.error(f"{tag}: unreadable output line: {line[:200]}")
-            continue
-        proc_peak, dev_peak = sampler.mark() if sampler else (0, 0)
-        L = o["prompt_tokens"]
-        tps, dtps = o.get("prefill_tokens_per_s"), o.get("decode_tokens_per_s")
-        row = dict(system="snaptp", policy=policy, prompt_tokens=L, gen_tokens=o["gen_tokens"],
-                   chunk=chunk,
-                   prefill_tokens_per_s=tps, prefill_s=L / tps if tps else None,
-                   decode_ms_per_token=1e3 / dtps if dtps else None, kv_bytes=o.get("kv_bytes"),
-                   peak_gpu_bytes=proc_peak or dev_peak or None, peak_gpu_device_bytes=dev_peak,
-                   peak_rss_bytes=o.get("peak_rss_bytes"), wall_s=time.monotonic() - t_seg,
-                   warmup=L == r.a.warmup, status="ok")
-        t_seg = time.monotonic()
-        rows.append(row)
-        r.log(f"{tag}: L={L}: prefill {row['prefill_tokens_per_s'] or 0:,.0f} tok/s, decode "
-              f"{row['decode_ms_per_token'] or 0:.2f} ms/token, peak GPU "
-              f"{(row['peak_gpu_bytes'] or 0) / 2**30:.2f} GiB")
-    rc = p.wait()
-    if sampler:
-        sampler.stop()
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                o = json.loads(line)
+            except json.JSONDecodeError:
+                r.error(f"{tag}: unreadable output line: {line[:200]}")
+                continue
+            proc_peak, dev_peak = sampler.mark() if sampler else (0, 0)
+            L = o["prompt_tokens"]
+            tps, dtps = o.get("prefill_tokens_per_s"), o.get("decode_tokens_per_s")
+            row = dict(system="snaptp", policy=o.get("kv_policy"), prompt_tokens=L,
+                       gen_tokens=o["gen_tokens"], chunk=chunk,
+                       prefill_tokens_per_s=tps, prefill_s=L / tps if tps else None,
+                       decode_ms_per_token=1e3 / dtps if dtps else None,
+                       kv_bytes=o.get("kv_bytes"), allreduce_path=o.get("allreduce_path"),
+                       peak_gpu_bytes=proc_peak or dev_peak or None, peak_gpu_device_bytes=dev_peak,
+                       peak_rss_bytes=o.get("peak_rss_bytes"), wall_s=time.monotonic() - t_seg,
+                       warmup=L == r.a.warmup, status="ok")
+            t_seg = time.monotonic()
+            rows.append(row)
+            r.res["rows"].append(row)  # saved as it comes: a later kill loses nothing
+            r.save()
+            r.log(f"{tag}: L={L} {row['policy']}: prefill {tps or 0:,.0f} tok/s, decode "
+                  f"{row['decode_ms_per_token'] or 0:.2f} ms/token, peak GPU "
+                  f"{(row['peak_gpu_bytes'] or 0) / 2**30:.2f} GiB")
+    except StepTimeout:
+        status = "timeout"
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        rc = p.wait()
+        if sampler:
+            sampler.stop()
     tail = err_path.read_text(errors="replace").strip().splitlines()[-12:]
-    done = {row["prompt_tokens"] for row in rows}
+    done = {(row["prompt_tokens"], row["policy"]) for row in rows}
     if rc != 0 or status != "ok":
         why = status if status != "ok" else f"exit {rc}"
-        r.error(f"{tag}: snaptp {why} after lengths {sorted(done)}; stderr tail:\n    " +
+        r.error(f"{tag}: snaptp {why} after {sorted(done)}; stderr tail:\n    " +
                 "\n    ".join(tail))
-        pending = [L for L in lengths if L not in done]
-        for i, L in enumerate(pending):
-            rows.append(dict(system="snaptp", policy=policy, prompt_tokens=L, gen_tokens=gen,
-                             chunk=chunk,
-                             status=(why if i == 0 else "not reached"), warmup=L == r.a.warmup))
+        pending = [(L, pol) for L, pol in todo if (L, pol) not in done]
+        for i, (L, pol) in enumerate(pending):
+            row = dict(system="snaptp", policy=pol, prompt_tokens=L, gen_tokens=gen, chunk=chunk,
+                       status=(why if i == 0 else "not reached"), warmup=L == r.a.warmup)
+            rows.append(row)
+            r.res["rows"].append(row)
     return rows
 
 
@@ -377,14 +500,17 @@ def _bench_lengths(r):
     return ([r.a.warmup] if r.a.warmup else []) + r.lengths
 
 
-def step_snaptp(r, policy, share):
-    later = HF_RESERVE_S if ("hf_full" in r.steps and not r.a.tiny) else 0
-    timeout = (r.left() - later) * share
-    if timeout < 30:
-        r.error(f"snaptp_{policy}: skipped, {r.left():.0f} s left")
-        return
-    r.res["rows"] += snaptp_bench(r, r.model_dir, policy, _bench_lengths(r), r.a.gen,
-                                  r.a.chunk, timeout, f"snaptp_{policy}")
+def step_snaptp(r):
+    if r.model_dir is None:
+        raise RuntimeError("no model (the model step did not finish)")
+    avail = r.left() - (0 if r.a.tiny else RESERVE_S["snaptp"])
+    if avail < 30:
+        r.error(f"snaptp: skipped, {r.left():.0f} s left")
+        return "skipped (time)"
+    timeout = min(CAPS["snaptp"], avail)
+    rows = snaptp_bench(r, r.model_dir, ["full", "snapkv"], _bench_lengths(r), r.a.gen,
+                        r.a.chunk, timeout, "snaptp")
+    return "ok" if all(x["status"] == "ok" for x in rows) else "failed"
 
 
 def inspect_plan(r, model_dir, L, policy, gen, chunk):
@@ -397,7 +523,7 @@ def inspect_plan(r, model_dir, L, policy, gen, chunk):
     if policy == "snapkv":
         cmd += ["--window", str(r.a.window), "--budget", str(r.a.budget), "--kernel",
                 str(r.a.kernel), "--pooling", r.a.pooling]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=r.env, timeout=120)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=r.env, timeout=60)
     m = re.search(r"^\s+total\s+([0-9.]+)\s*$", p.stdout, re.M)
     if p.returncode != 0 or not m:
         r.error(f"inspect L={L} {policy}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
@@ -410,21 +536,27 @@ def step_plan(r):
         if row["system"] == "snaptp" and "plan_bytes" not in row and not row.get("warmup"):
             row["plan_bytes"] = inspect_plan(r, r.model_dir, row["prompt_tokens"], row["policy"],
                                              row["gen_tokens"], row.get("chunk", r.a.chunk))
+            peak = row.get("peak_gpu_bytes")
+            if peak and row["plan_bytes"]:
+                row["peak_over_plan"] = peak / row["plan_bytes"]
 
 
 def step_hf(r, policy):
+    if torch is None:
+        r.log(f"hf_{policy}: no torch here")
+        return "skipped (no torch)"
     import hf_bench
     if r.hf_model is None:
-        r.error(f"hf_{policy}: no model (the model step did not run)")
-        return
+        raise RuntimeError("no model (the model step did not run)")
     if next(r.hf_model.parameters()).device.type != r.device:
         r.hf_model.to(r.device)
+    reserve = 0 if r.a.tiny else RESERVE_S[f"hf_{policy}"]
     last = None  # (L, prefill_s, decode_ms) of the previous length
-    for i, L in enumerate(_bench_lengths(r)):
+    for L in _bench_lengths(r):
         if last:  # attention grows with L^2: a pessimistic forecast from the last run
             need = last[1] * (L / last[0]) ** 2 + r.a.gen * last[2] / 1e3 * (L / last[0]) + 5
-            if need > r.left() - (5 if policy == "snapkv" else 60):
-                r.error(f"hf_{policy}: L={L} skipped: needs ~{need:.0f} s, {r.left():.0f} s left")
+            if need > r.left() - reserve:
+                r.log(f"hf_{policy}: L={L} skipped: needs ~{need:.0f} s, {r.left():.0f} s left")
                 r.res["rows"].append(dict(system="transformers", policy=policy, prompt_tokens=L,
                                           gen_tokens=r.a.gen, status="skipped (time)"))
                 continue
@@ -444,62 +576,69 @@ def step_hf(r, policy):
               f"{o['decode_ms_per_token'] or 0:.2f} ms/token, {o['kv_rows_after_prefill']} KV "
               f"rows, peak {(o.get('peak_gpu_bytes') or 0) / 2**30:.2f} GiB")
         r.save()
+    if policy == "snapkv" and r.device == "cuda":  # the GPU goes back to snaptp
+        r.hf_model = None
+        torch.cuda.empty_cache()
+    return "ok"
+
+
+def long_forecast(r, L, n_layers):
+    """Seconds a SnapKV prefill of L tokens on n_layers layers should take, from the
+    longest snaptp SnapKV row of this run, all of it scaled as L^2 (pessimistic: the
+    linear part grows as L only); None without such a row."""
+    ref = [x for x in r.res["rows"] if x["system"] == "snaptp" and x["policy"] == "snapkv"
+           and x.get("status") == "ok" and x.get("prefill_s") and not x.get("warmup")]
+    m = r.res.get("model") or {}
+    if not ref or not m.get("layers"):
+        return None
+    x = max(ref, key=lambda x: x["prompt_tokens"])
+    return x["prefill_s"] * (n_layers / m["layers"]) * (L / x["prompt_tokens"]) ** 2
 
 
 def step_long(r):
-    """A 2-layer model of the same shape, one SnapKV prefill of --long-tokens."""
+    """The first --long-layers layers of the run's model, cut into a model of their
+    own (the same weights, no second build), and one SnapKV prefill of --long-tokens
+    in the time left; half of it (labelled) when the forecast says it will not fit."""
+    if r.model_dir is None:
+        raise RuntimeError("no model to cut the short model from")
+    n = r.a.long_layers
     L, gen, chunk = r.a.long_tokens, 8, r.a.long_chunk
-    model, d = build_and_write(r, 2, L + gen + 64, "llama_2layer")
-    if "model" not in r.res:
-        model_info(r, model.config, "random 8B shape, 2 layers")
-    del model
-    if r.device == "cuda":
-        torch.cuda.empty_cache()
+    d = Path(r.a.work) / f"cut_{n}layer"
+    weights.cut_layers(r.model_dir, d, n, L + gen + 64, log=r.log)
+    label, need = f"{L}", long_forecast(r, L, n)
+    load_s = 20  # weights to the GPU and the CUDA start, a guess: logged against the actual
+    if need is not None and need + load_s > r.left() - 5:
+        half = L // 2
+        need_half = long_forecast(r, half, n)
+        r.log(f"long: {L} tokens need ~{need:.0f} s, {r.left():.0f} s left: {half} instead")
+        label = f"{half} (short of time for {L}: forecast {need:.0f} s, {r.left():.0f} s left)"
+        L, need = half, need_half
     plan = inspect_plan(r, d, L, "snapkv", gen, chunk)
-    rows = snaptp_bench(r, d, "snapkv", [L], gen, chunk, max(30.0, r.left() - 20), "long")
+    timeout = max(30.0, min(CAPS["long"], r.left() - 5))
+    rows = snaptp_bench(r, d, ["snapkv"], [L], gen, chunk, timeout, "long")
     row = rows[0]
-    long = dict(layers=2, prompt_tokens=L, chunk=chunk, plan_bytes=plan, status=row["status"],
-                prefill_s=row.get("prefill_s"), prefill_tokens_per_s=row.get("prefill_tokens_per_s"),
+    r.res["rows"] = [x for x in r.res["rows"] if x is not row]  # reported on its own
+    long = dict(layers=n, prompt_tokens=L, label=label, chunk=chunk, plan_bytes=plan,
+                forecast_s=need, status=row["status"], prefill_s=row.get("prefill_s"),
+                prefill_tokens_per_s=row.get("prefill_tokens_per_s"),
                 decode_ms_per_token=row.get("decode_ms_per_token"),
                 peak_gpu_bytes=row.get("peak_gpu_bytes"), peak_rss_bytes=row.get("peak_rss_bytes"))
     r.res["long"] = long
     r.log(f"long: {long}")
-
-
-def step_ladder(r):
-    """SnapKV on the full-depth model at each --ladder length while time remains."""
-    if not r.ladder:
-        return
-    if r.model_dir is None:
-        if r.left() < 200 and not r.a.tiny:
-            r.error(f"ladder: skipped, {r.left():.0f} s left (the 8B must be made first)")
-            return
-        r.lengths = []
-        step_model(r)
-        r.hf_model = None
-        if r.device == "cuda":
-            torch.cuda.empty_cache()
-    timeout = r.left() - 10
-    if timeout < 60:
-        r.error(f"ladder: skipped, {r.left():.0f} s left")
-        return
-    r.res["rows"] += snaptp_bench(r, r.model_dir, "snapkv", r.ladder, r.a.gen, r.a.long_chunk,
-                                  timeout, "ladder")
-    step_plan(r)
+    return "ok" if row["status"] == "ok" else row["status"]
 
 
 STEPS = {
-    "env": step_env, "checks": step_checks, "tp2": step_tp2, "hbm": step_hbm, "model": step_model,
-    "snaptp_full": lambda r: step_snaptp(r, "full", 0.5),
-    "snaptp_snapkv": lambda r: step_snaptp(r, "snapkv", 1.0),
-    "plan": step_plan,
-    "hf_full": lambda r: step_hf(r, "full"), "hf_snapkv": lambda r: step_hf(r, "snapkv"),
-    "long": step_long, "ladder": step_ladder,
+    "env": step_env, "cuda_ops": step_cuda_ops, "parity": step_parity, "tp2": step_tp2,
+    "comm_select": step_comm_select, "hbm": step_hbm, "model": step_model,
+    "snaptp": step_snaptp, "hf_full": lambda r: step_hf(r, "full"),
+    "hf_snapkv": lambda r: step_hf(r, "snapkv"), "plan": step_plan, "long": step_long,
 }
+assert set(STEPS) == set(CAPS) - {"cuda_ops_blocking", "cuda_ops_memcheck"}
 
 
 def check_reference(r):
-    """--tiny only: hf_bench's selection against tests/gen_snapkv_golden.py's."""
+    """--tiny with torch only: hf_bench's selection against tests/gen_snapkv_golden.py's."""
     import hf_bench
     sys.path.insert(0, str(REPO / "tests"))
     import gen_snapkv_golden
@@ -509,7 +648,7 @@ def check_reference(r):
 
 
 def default_work():
-    """/dev/shm when it can hold the 8B and the 2-layer model (about 19 GB; writing
+    """/dev/shm when it can hold the 8B and its 2-layer cut (about 19 GB; writing
     them to a disk could take minutes of device time), else /tmp."""
     try:
         if shutil.disk_usage("/dev/shm").free > (24 << 30):
@@ -519,10 +658,10 @@ def default_work():
     return "/tmp/snaptp_bench"
 
 
-def parse_args():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phase", choices=["main", "long"], default="main")
+    ap.add_argument("--phase", choices=sorted(PHASES), default="all")
     ap.add_argument("--steps", help="space- or comma-separated steps (overrides --phase)")
     ap.add_argument("--tiny", action="store_true", help="CPU dry run, tiny shape")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench/out/gpu"))
@@ -534,7 +673,11 @@ def parse_args():
     ap.add_argument("--no-rt", action="store_true", help="use this machine's libraries")
     ap.add_argument("--with-rt", action="store_true",
                     help="--tiny with the carried libraries (a check of .gpu here)")
-    ap.add_argument("--budget-s", type=float, default=540.0)
+    ap.add_argument("--diag", choices=["on-failure", "always"], default="on-failure",
+                    help="test_cuda_ops' blocking and memcheck reruns (always: the dry run)")
+    ap.add_argument("--cap", action="append", default=[], metavar="STEP=S",
+                    help="override a step's cap in seconds (the dry run tests the kill path)")
+    ap.add_argument("--budget-s", type=float, default=530.0)
     ap.add_argument("--lengths", default="4096,32768,131072")
     ap.add_argument("--warmup", type=int, default=512, help="first, unreported length (0: none)")
     ap.add_argument("--gen", type=int, default=32)
@@ -544,12 +687,17 @@ def parse_args():
     ap.add_argument("--kernel", type=int, default=7)
     ap.add_argument("--pooling", default="max", choices=["max", "avg"])
     ap.add_argument("--long-tokens", type=int, default=1 << 20)
+    ap.add_argument("--long-layers", type=int, default=2)
     ap.add_argument("--long-chunk", type=int, default=8192)
-    ap.add_argument("--ladder", default="262144,524288")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    for c in a.cap:
+        k, _, v = c.partition("=")
+        if k not in CAPS or not v:
+            ap.error(f"--cap {c}: expected STEP=SECONDS with STEP one of {' '.join(CAPS)}")
+        CAPS[k] = float(v)
     if a.tiny:  # the same steps at a size the CPU runs in seconds (unless given)
         tiny = dict(lengths="256,1024", gen=4, warmup=64, chunk=128, budget=128, window=16,
-                    long_tokens=4096, long_chunk=512, ladder="2048")
+                    long_tokens=4096, long_chunk=512, long_layers=1, budget_s=240.0)
         for k, v in tiny.items():
             if getattr(a, k) == ap.get_default(k):
                 setattr(a, k, v)
@@ -562,33 +710,54 @@ def parse_args():
     return a
 
 
-def main():
-    a = parse_args()
+def main(argv=None):
+    a = parse_args(argv)
     r = Run(a)
-    r.backend = "cpu" if a.tiny else "cuda"
     r.lengths = [int(x) for x in a.lengths.split(",") if x]
-    r.ladder = [int(x) for x in a.ladder.split(",") if x]
-    r.steps = (a.steps.replace(",", " ") if a.steps else PHASES[r.phase]).split()
+    r.steps = (a.steps.replace(",", " ") if a.steps else PHASES[a.phase]).split()
+    unknown = [s for s in r.steps if s not in STEPS]
+    if unknown:
+        sys.exit(f"run_bench: unknown steps {unknown}; known: {' '.join(STEPS)}")
     r.log(f"run_bench {r.phase}: steps {' '.join(r.steps)}; budget {a.budget_s:.0f} s")
-    if a.tiny:
+    if a.tiny and torch is not None:
         check_reference(r)
+    signal.signal(signal.SIGALRM, _alarm)
     for s in r.steps:
+        rec = r.res["steps"][s] = dict(status="running", cap_s=CAPS[s])
         if r.left() < 5:
+            rec["status"] = "skipped (out of time)"
             r.error(f"{s}: skipped, out of time")
+            r.save()
             continue
-        r.log(f"--- {s} ({r.left():.0f} s left)")
+        if s != "env" and r.env is None:
+            rec["status"] = "skipped (env failed)"
+            r.save()
+            continue
+        r.log(f"--- {s} ({r.left():.0f} s left, cap {CAPS[s]} s)")
+        t0 = time.monotonic()
+        r.save()  # a kill during this step still shows it as the one running
+        # The hard cap: SIGALRM interrupts Python code (torch, the readers) at the cap;
+        # subprocesses carry their own timeouts, below it.
+        signal.setitimer(signal.ITIMER_REAL, max(1.0, min(CAPS[s], r.left())) + 5)
         try:
-            STEPS[s](r)
+            rec["status"] = STEPS[s](r) or "ok"
+        except StepTimeout:
+            rec["status"] = "timeout"
+            r.error(f"{s}: stopped at its cap of {CAPS[s]} s")
         except Exception as e:  # one step's failure must not lose the others' results
+            rec["status"] = "error"
             r.error(f"{s}: {type(e).__name__}: {e}")
-            if s == "env":
-                r.save()
-                break
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        rec["s"] = round(time.monotonic() - t0, 1)
         r.save()
+    r.res["meta"]["wall_s"] = round(time.monotonic() - r.t0, 1)
     r.save()
     print()
     print(report.table(r.res))
-    return 1 if r.res["errors"] and not any(x.get("status") == "ok" for x in r.res["rows"]) else 0
+    bad = [s for s, v in r.res["steps"].items() if v["status"] not in ("ok",)
+           and not v["status"].startswith("skipped")]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 // style (Dao, arXiv 2307.08691): bf16 mma.sync m16n8k16 with fp32 accumulators, an
 // online softmax per query row held in registers, K/V tiles double-buffered through
 // cp.async. Plain sm_80 instructions: it runs on sm_90 too, without wgmma/TMA.
+// For D <= 128 the Q fragments live in registers for the whole kernel, so shared
+// memory holds only the K/V stages (68 KiB at D = 128): two blocks fit an A100's
+// 164 KiB per SM, where Q in shared memory (85 KiB, 87 KB) allowed one.
 #include "attention.h"
 
 namespace {
@@ -13,8 +16,10 @@ constexpr int NTHREADS = NWARPS * 32;
 
 // Shared memory rows are D + 8 bf16 apart: the 16-byte pad moves each row 4 banks
 // over, so the 8 row addresses of an ldmatrix phase fall in 8 distinct bank quads.
-template <int D, int STAGES> size_t smem_bytes() {
-    return sizeof(bf16) * (size_t)(BR + 2 * STAGES * BC) * (D + 8);
+// QREG: Q is staged once through the K/V stages' memory and then kept in registers
+// (D/16 x 4 words per thread: 32 at D = 128; at D = 256 the 64 more would spill).
+template <int D, int STAGES, bool QREG> size_t smem_bytes() {
+    return sizeof(bf16) * (size_t)((QREG ? 0 : BR) + 2 * STAGES * BC) * (D + 8);
 }
 
 // Loads keys [k0, k0 + BC) of one KV head into a K and a V tile; keys at or past kb
@@ -40,18 +45,20 @@ __device__ __forceinline__ void load_kv_tile(bf16 *Kt, bf16 *Vt, const bf16 *kh,
 // is reversed so the tiles with the most keys start first. Block (x, h, z) covers
 // keys [z * chunk, min((z + 1) * chunk, kend of its tile)); with n_split > 1 it
 // writes (m, l, O) partials instead of out.
-// Dynamic shared memory: Q [64][D+8], K and V [STAGES][64][D+8] bf16 (87 KiB at
-// D = 128, STAGES = 2; opted in by the launcher).
+// Dynamic shared memory: K and V [STAGES][64][D+8] bf16, plus Q [64][D+8] unless
+// QREG (68 KiB at D = 128, STAGES = 2 with QREG; 85 KiB without; opted in by the
+// launcher). With QREG, Q passes through the first K stage before the first tile.
 // Numerics: S = Q K^T accumulates in fp32; P = exp2(S' - m) is rounded to bf16 for
 // P V (as FlashAttention); l sums the unrounded fp32 P. Rows that have seen no
 // visible key keep m = -inf and use 0 as the exponent base (no -inf - -inf NaN).
-template <int D, int STAGES>
+template <int D, int STAGES, bool QREG>
 __global__ void __launch_bounds__(NTHREADS) attn_mma_kernel(const attn_args a) {
     constexpr int LDS = D + 8;
     constexpr int ND = D / 8; // 8-column output tiles per warp row block
+    static_assert(!QREG || BR <= 2 * STAGES * BC, "Q's staging must fit in the K/V stages");
     extern __shared__ __align__(16) unsigned char attn_mma_smem[];
-    bf16 *Qs = reinterpret_cast<bf16 *>(attn_mma_smem); // [BR][LDS]
-    bf16 *Ks = Qs + BR * LDS;                           // [STAGES][BC][LDS]
+    bf16 *Qs = reinterpret_cast<bf16 *>(attn_mma_smem); // [BR][LDS]; QREG: aliases Ks
+    bf16 *Ks = Qs + (QREG ? 0 : BR * LDS);              // [STAGES][BC][LDS]
     bf16 *Vs = Ks + STAGES * BC * LDS;                  // [STAGES][BC][LDS]
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -75,6 +82,13 @@ __global__ void __launch_bounds__(NTHREADS) attn_mma_kernel(const attn_args a) {
         o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
     float mA = -INFINITY, mB = -INFINITY, lA = 0.0f, lB = 0.0f; // l: this thread's share
 
+    // QREG: the warp's Q fragments for each 16-wide k-step kk (indexed only by
+    // unrolled constants, so they stay in registers); unused otherwise.
+    uint32_t qf[QREG ? D / 16 : 1][4];
+#pragma unroll
+    for (int kk = 0; kk < (QREG ? D / 16 : 1); kk++)
+        qf[kk][0] = qf[kk][1] = qf[kk][2] = qf[kk][3] = 0u;
+
     const int nblk = ka < kb ? (int)((kb - ka + BC - 1) / BC) : 0;
     if (nblk > 0) {
         for (int e = threadIdx.x; e < BR * (D / 8); e += NTHREADS) {
@@ -83,8 +97,21 @@ __global__ void __launch_bounds__(NTHREADS) attn_mma_kernel(const attn_args a) {
             const size_t off = ok ? ((size_t)(t0 + r) * a.H + h) * D + cc * 8 : 0;
             cp_async16(Qs + r * LDS + cc * 8, a.q + off, ok ? 16 : 0);
         }
-        load_kv_tile<D>(Ks, Vs, kh, vh, ka, kb);
-        cp_async_commit(); // group 0: Q and the first K/V tile
+        if constexpr (QREG) {
+            cp_async_commit(); // Q alone: it must leave the K stage before tile 0 lands
+            cp_async_wait<0>();
+            __syncthreads(); // every thread's cp.async writes of Q are visible
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                ldmatrix_x4(qf[kk], Qs + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS +
+                                        kk * 16 + (lane >> 4) * 8);
+            __syncthreads(); // every warp holds its Q before tile 0 overwrites Q's staging
+            load_kv_tile<D>(Ks, Vs, kh, vh, ka, kb);
+            cp_async_commit(); // the first K/V tile
+        } else {
+            load_kv_tile<D>(Ks, Vs, kh, vh, ka, kb);
+            cp_async_commit(); // group 0: Q and the first K/V tile
+        }
     }
 
     for (int blk = 0; blk < nblk; blk++) {
@@ -114,8 +141,12 @@ __global__ void __launch_bounds__(NTHREADS) attn_mma_kernel(const attn_args a) {
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
             uint32_t qa[4]; // matrices: rows 0-7 / 8-15 (lane bit 3) x cols 0-7 / 8-15 (bit 4)
-            ldmatrix_x4(qa, Qs + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 +
-                                (lane >> 4) * 8);
+            if constexpr (QREG) {
+                qa[0] = qf[kk][0], qa[1] = qf[kk][1], qa[2] = qf[kk][2], qa[3] = qf[kk][3];
+            } else {
+                ldmatrix_x4(qa, Qs + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS +
+                                    kk * 16 + (lane >> 4) * 8);
+            }
 #pragma unroll
             for (int np = 0; np < BC / 16; np++) {
                 uint32_t kb4[4]; // keys 0-7 / 8-15 (lane bit 4) x d 0-7 / 8-15 (bit 3)
@@ -237,26 +268,30 @@ __global__ void __launch_bounds__(NTHREADS) attn_mma_kernel(const attn_args a) {
     }
 }
 
-template <int D, int STAGES>
+template <int D, int STAGES, bool QREG>
 snp_status launch(cuda_ctx *c, const attn_args *a, const cuda_attn_plan *p) {
-    const size_t smem = smem_bytes<D, STAGES>();
-    TRY(cuda_shared_optin(c, (const void *)attn_mma_kernel<D, STAGES>, smem, "attention (mma)"));
+    const size_t smem = smem_bytes<D, STAGES, QREG>();
+    TRY(cuda_shared_optin(c, (const void *)attn_mma_kernel<D, STAGES, QREG>, smem,
+                          "attention (mma)"));
     const dim3 grid((unsigned)p->grid_x, (unsigned)p->grid_y, (unsigned)p->n_split);
-    attn_mma_kernel<D, STAGES><<<grid, NTHREADS, smem, c->stream>>>(*a);
-    CUDA_LAUNCHED("attn_mma_kernel");
+    attn_mma_kernel<D, STAGES, QREG><<<grid, NTHREADS, smem, c->stream>>>(*a);
+    CUDA_LAUNCHED(QREG ? "attn_mma_kernel (Q in registers)" : "attn_mma_kernel (Q in shared)");
     return SNP_OK;
 }
 
 } // namespace
 
 snp_status attn_launch_mma(cuda_ctx *c, const attn_args *a, const cuda_attn_plan *p) {
+    // SNAPTP_CUDA_ATTENTION=qsmem keeps Q in shared memory (the layout before Q moved
+    // to registers): a fallback, and a second variant for test_cuda_ops to compare.
+    const bool qreg = !c->attn_q_smem;
     switch (a->D) {
     case 64:
-        return launch<64, 2>(c, a, p);
+        return qreg ? launch<64, 2, true>(c, a, p) : launch<64, 2, false>(c, a, p);
     case 128:
-        return launch<128, 2>(c, a, p);
+        return qreg ? launch<128, 2, true>(c, a, p) : launch<128, 2, false>(c, a, p);
     case 256: // 2 stages would need 165 KiB, over sm_80's 163 KiB per block
-        return launch<256, 1>(c, a, p);
+        return launch<256, 1, false>(c, a, p);
     default:
         return snp_fail(SNP_ERR_INTERNAL, "cuda: attention (mma): no kernel for D = %d", a->D);
     }

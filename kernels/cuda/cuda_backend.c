@@ -1,6 +1,7 @@
 // cuda_backend: the CUDA op table, its context (device, stream, cuBLAS handle,
 // pinned staging, workspace), memory, host transfers and sync. The arithmetic ops
 // live in one .cu file per family; weights in cuda_weights.c.
+#include "cuda_checked.h"
 #include "cuda_internal.h"
 
 #include <stdio.h>
@@ -23,6 +24,12 @@ static void cuda_free_ctx(void *ctx) {
         if (c->ring[i].host) cudaFreeHost(c->ring[i].host);
         if (c->ring[i].dev) cudaFree(c->ring[i].dev);
         if (c->ring[i].done) cudaEventDestroy(c->ring[i].done);
+    }
+    cuda_param_cache *caches[] = {&c->rope_freq, &c->rope_pos};
+    for (int i = 0; i < 2; i++) {
+        if (caches[i]->host) cudaFreeHost(caches[i]->host);
+        if (caches[i]->dev) cudaFree(caches[i]->dev);
+        if (caches[i]->done) cudaEventDestroy(caches[i]->done);
     }
     for (int i = 0; i < 2; i++)
         if (c->xfer_done[i]) cudaEventDestroy(c->xfer_done[i]);
@@ -52,15 +59,31 @@ static snp_status cuda_setup(cuda_ctx *c) {
     CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_TRY(cublasCreate(&c->cublas));
     CUBLAS_TRY(cublasSetStream(c->cublas, c->stream));
+    // Parity runs (SNAPTP_CUDA_STRICT_REDUCTION=1, set by test_cuda_ops,
+    // test_backend_parity and run_bench.py) forbid cuBLAS from summing split-K
+    // partials in bf16: the comparison with the CPU then measures our kernels, not
+    // which split cuBLAS's heuristic picked for a shape.
+    const char *strict = getenv("SNAPTP_CUDA_STRICT_REDUCTION");
+    if (strict && strcmp(strict, "1") == 0)
+        CUBLAS_TRY(cublasSetMathMode(
+            c->cublas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
     CUDA_TRY(cudaMallocHost(&c->xfer_host, 2 * (size_t)CUDA_XFER_HALF));
     for (int i = 0; i < 2; i++)
         CUDA_TRY(cudaEventCreateWithFlags(&c->xfer_done[i], cudaEventDisableTiming));
     for (int i = 0; i < CUDA_RING_SLOTS; i++)
         CUDA_TRY(cudaEventCreateWithFlags(&c->ring[i].done, cudaEventDisableTiming));
+    CUDA_TRY(cudaEventCreateWithFlags(&c->rope_freq.done, cudaEventDisableTiming));
+    CUDA_TRY(cudaEventCreateWithFlags(&c->rope_pos.done, cudaEventDisableTiming));
     CUDA_TRY(cudaMalloc((void **)&c->d_err, CUDA_ERR_WORDS * sizeof(int)));
     CUDA_TRY(cudaMemsetAsync(c->d_err, 0, CUDA_ERR_WORDS * sizeof(int), c->stream));
     const char *att = getenv("SNAPTP_CUDA_ATTENTION"); // "rows": the SIMT kernel only
     c->attn_force_rows = att && strcmp(att, "rows") == 0;
+    c->attn_q_smem = att && strcmp(att, "qsmem") == 0;
+    // SNAPTP_CUDA_SYNC=1: a fault is reported against the op that caused it, with its
+    // shapes (cuda_checked.c), at the cost of one stream sync per op.
+    const char *sync = getenv("SNAPTP_CUDA_SYNC");
+    c->sync_each_op = sync && strcmp(sync, "1") == 0;
     return SNP_OK;
 }
 
@@ -249,6 +272,41 @@ snp_status cuda_stage(cuda_ctx *c, const void *host, size_t n_bytes, void **out_
     return SNP_OK;
 }
 
+snp_status cuda_param_upload(cuda_ctx *c, cuda_param_cache *pc, const void *host, size_t n_bytes,
+                             const void **out_dev) {
+    *out_dev = NULL;
+    if (n_bytes == 0) return snp_fail(SNP_ERR_ARGUMENT, "cuda: parameter upload of 0 bytes");
+    // `host` is pinned memory the host only reads here: comparing it while its last
+    // copy is still in flight is safe.
+    if (pc->dev && pc->n_bytes == n_bytes && memcmp(pc->host, host, n_bytes) == 0) {
+        *out_dev = pc->dev;
+        return SNP_OK;
+    }
+    if (pc->cap < n_bytes) {
+        // Queued kernels may still read the old device copy: drain before freeing.
+        CUDA_TRY(cudaStreamSynchronize(c->stream));
+        if (pc->host) CUDA_TRY(cudaFreeHost(pc->host));
+        if (pc->dev) CUDA_TRY(cudaFree(pc->dev));
+        pc->host = pc->dev = NULL;
+        pc->cap = pc->n_bytes = 0;
+        size_t cap = 4096;
+        while (cap < n_bytes)
+            cap *= 2;
+        CUDA_TRY(cudaMallocHost(&pc->host, cap));
+        CUDA_TRY(cudaMalloc(&pc->dev, cap));
+        pc->cap = cap;
+    } else {
+        CUDA_TRY(cudaEventSynchronize(pc->done)); // the last copy has left the host half
+    }
+    memcpy(pc->host, host, n_bytes);
+    // In stream order: kernels enqueued before still read the old contents.
+    CUDA_TRY(cudaMemcpyAsync(pc->dev, pc->host, n_bytes, cudaMemcpyHostToDevice, c->stream));
+    CUDA_TRY(cudaEventRecord(pc->done, c->stream));
+    pc->n_bytes = n_bytes;
+    *out_dev = pc->dev;
+    return SNP_OK;
+}
+
 snp_status cuda_workspace(cuda_ctx *c, size_t n_bytes, void **out) {
     if (c->ws_bytes < n_bytes) {
         CUDA_TRY(cudaStreamSynchronize(c->stream)); // queued kernels may use the old one
@@ -303,6 +361,11 @@ static void *cuda_stream(void *ctx) {
     return ctx ? (void *)((cuda_ctx *)ctx)->stream : NULL;
 }
 
+// device: the ordinal init chose (the local rank modulo the visible devices).
+static int cuda_device(void *ctx) {
+    return ctx ? ((cuda_ctx *)ctx)->device : -1;
+}
+
 const backend_ops cuda_backend_ops = {
     .name = "cuda",
     .act_bytes = 2, // bf16
@@ -314,20 +377,21 @@ const backend_ops cuda_backend_ops = {
     .from_host_f32 = cuda_from_host_f32,
     .weight_load = cuda_weight_load,
     .weight_free = cuda_weight_free,
-    .embed = cuda_embed,
-    .rms_norm = cuda_rms_norm,
-    .matmul = cuda_matmul,
-    .rope = cuda_rope,
-    .kv_store = cuda_kv_store,
-    .attention = cuda_attention,
-    .swiglu = cuda_swiglu,
-    .add = cuda_add,
-    .snapkv_votes = cuda_snapkv_votes,
-    .snapkv_pool = cuda_snapkv_pool,
-    .snapkv_select = cuda_snapkv_select,
-    .kv_gather = cuda_kv_gather,
+    .embed = cuda_checked_embed,
+    .rms_norm = cuda_checked_rms_norm,
+    .matmul = cuda_checked_matmul,
+    .rope = cuda_checked_rope,
+    .kv_store = cuda_checked_kv_store,
+    .attention = cuda_checked_attention,
+    .swiglu = cuda_checked_swiglu,
+    .add = cuda_checked_add,
+    .snapkv_votes = cuda_checked_snapkv_votes,
+    .snapkv_pool = cuda_checked_snapkv_pool,
+    .snapkv_select = cuda_checked_snapkv_select,
+    .kv_gather = cuda_checked_kv_gather,
     .download = cuda_download,
     .upload = cuda_upload,
     .sync = cuda_sync,
     .stream = cuda_stream,
+    .device = cuda_device,
 };

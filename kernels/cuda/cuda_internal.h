@@ -77,6 +77,16 @@ typedef struct cuda_stage_slot {
     cudaEvent_t done;
 } cuda_stage_slot;
 
+// A small device array that is uploaded only when its contents change (rope's
+// inv_freq: once per load; its positions: once per step, q and k share them).
+// `host` is pinned and holds what `dev` holds (or will, once `done` fires).
+typedef struct cuda_param_cache {
+    void *host;
+    void *dev;
+    size_t n_bytes, cap;
+    cudaEvent_t done; // recorded after the last upload: `host` may be rewritten after it
+} cuda_param_cache;
+
 // One context per backend_open, bound to one device and one stream. Every op
 // enqueues on `stream` and returns without waiting unless it hands data to the
 // host; a context is driven by one host thread at a time.
@@ -94,6 +104,9 @@ typedef struct cuda_ctx {
     size_t ws_bytes;
     int *d_err;          // [CUDA_ERR_WORDS] sticky device-side error, checked by sync
     int attn_force_rows; // SNAPTP_CUDA_ATTENTION=rows: never use the tensor-core kernel
+    int attn_q_smem;     // SNAPTP_CUDA_ATTENTION=qsmem: the mma kernel keeps Q in shared memory
+    int sync_each_op;    // SNAPTP_CUDA_SYNC=1: sync and check after every op (cuda_checked.c)
+    cuda_param_cache rope_freq, rope_pos;
 } cuda_ctx;
 
 // Weight storage: every weight as a dense bf16 matrix; 1-row weights (norm gains,
@@ -117,6 +130,13 @@ snp_status cuda_ctx_enter(cuda_ctx *c);
 // context, in stream order; *out_dev stays valid for the kernels enqueued next
 // (CUDA_RING_SLOTS later stagings may reuse it, each after its own copy).
 snp_status cuda_stage(cuda_ctx *c, const void *host, size_t n_bytes, void **out_dev);
+
+// cuda_param_upload: *out_dev holds the n_bytes of `host` for the kernels enqueued
+// next: the cached copy when the bytes equal the last upload's, else a fresh upload
+// in stream order (after the kernels that read the old contents). The pointer stays
+// valid until the next call on the same cache.
+snp_status cuda_param_upload(cuda_ctx *c, cuda_param_cache *pc, const void *host, size_t n_bytes,
+                             const void **out_dev);
 
 // cuda_xfer_to_device: fills device bytes [0, n_bytes) of dst from the host in
 // chunks of whole `unit_bytes` units through the context's pinned buffer: `fill`

@@ -1,6 +1,7 @@
 // rope: rotary position embedding in place on bf16 [T, H, D], both pairings
-// (NEOX halves, PAIRS adjacent). Positions and inv_freq come from the host per
-// call through the context's staging ring (a few hundred bytes).
+// (NEOX halves, PAIRS adjacent). Positions and inv_freq come from the host, and
+// are uploaded only when they change (cuda_param_upload): inv_freq once per load,
+// the positions once per step (q and k, and every layer, share them).
 #include <math.h>
 
 #include "cuda_device.h"
@@ -55,9 +56,10 @@ snp_status cuda_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D
     if ((unsigned)rp->mode >= ROPE_MODE_COUNT)
         return snp_fail(SNP_ERR_ARGUMENT, "cuda: rope: unknown mode %d", (int)rp->mode);
     TRY(cuda_ctx_enter(c));
-    void *d_pos = NULL, *d_freq = NULL;
-    TRY(cuda_stage(c, pos, sizeof(int32_t) * (size_t)T, &d_pos));
-    TRY(cuda_stage(c, rp->inv_freq, sizeof(float) * (size_t)(D / 2), &d_freq));
+    const void *d_pos = NULL, *d_freq = NULL;
+    TRY(cuda_param_upload(c, &c->rope_pos, pos, sizeof(int32_t) * (size_t)T, &d_pos));
+    TRY(cuda_param_upload(c, &c->rope_freq, rp->inv_freq, sizeof(float) * (size_t)(D / 2),
+                          &d_freq));
     rope_kernel<<<T, ROPE_THREADS, sizeof(float) * (size_t)D, c->stream>>>(
         (bf16 *)x, (const int32_t *)d_pos, (const float *)d_freq, H, D, rp->mode == ROPE_MODE_NEOX);
     CUDA_LAUNCHED("rope_kernel");

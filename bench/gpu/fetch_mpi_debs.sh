@@ -41,6 +41,7 @@ packages=(
     libquadmath0
     libcjson1               # configs and --json
     libutf8proc2            # tokenizer normalization
+    libxxhash0              # KV store checksums and fingerprints
     libpcre2-8-0            # tokenizer pre-split
 )
 

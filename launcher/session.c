@@ -25,6 +25,21 @@ snp_status session_open_tokenizer(const session_options *opt, session *out) {
     return tokenizer_load(tp, &out->tok);
 }
 
+// session_check_vocab: the model samples ids below its n_vocab; a tokenizer that
+// lacks most of them belongs to another model. Checkpoints pad their embedding past
+// the tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens), so a tokenizer covering
+// 99% is accepted, and an id beyond it that still comes up fails in the decoder.
+static snp_status session_check_vocab(const session_options *opt, const session *s) {
+    const int32_t n_tok = tokenizer_n_vocab(s->tok), n_model = s->m->cfg.n_vocab;
+    if ((int64_t)n_tok * 100 >= (int64_t)n_model * 99) return SNP_OK;
+    return snp_fail(SNP_ERR_ARGUMENT,
+                    "the tokenizer %s has %d tokens but the model %s has a vocabulary of %d: "
+                    "they do not belong together (the model would produce ids the tokenizer "
+                    "cannot decode)",
+                    opt->tokenizer_path ? opt->tokenizer_path : "(the model's own)", n_tok,
+                    opt->model_path, n_model);
+}
+
 snp_status session_open_model(const session_options *opt, session *out) {
     if (!opt->model_path) return snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
     double t0 = engine_now_s();
@@ -62,6 +77,7 @@ snp_status session_open_model(const session_options *opt, session *out) {
     const model_shard shard = session_shard(out);
     TRY(model_load(opt->model_path, out->be, &shard, &out->m));
     out->load_s = engine_now_s() - t0;
+    if (out->tok) TRY(session_check_vocab(opt, out));
     return SNP_OK;
 }
 

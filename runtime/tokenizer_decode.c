@@ -143,6 +143,13 @@ snp_status tokenizer_stream_feed(tokenizer_stream *s, int32_t id, const char **o
     const tokenizer *t = s->tok;
     *out = "";
     *out_n = 0;
+    // Every id a stream decodes enters here: one from a sampler, a file or stdin that
+    // the vocabulary lacks is refused before it indexes the piece table.
+    if (id < 0 || id >= t->n_vocab)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "tokenizer: token id %d is outside the vocabulary of %d tokens (ids 0 to "
+                        "%d)",
+                        id, t->n_vocab, t->n_vocab - 1);
     int first = s->n_fed == 0;
     s->n_fed = 1;
     if (!first || !t->dec_first_drop)

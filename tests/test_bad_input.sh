@@ -126,6 +126,22 @@ else
         --mem-limit 20M
     expect "unknown pooling" "--pooling 'mean'" -- "${qa[@]}" --document "$work/doc.txt" --pooling mean
     expect "missing document" "nothere.txt" -- "${qa[@]}" --document "$work/nothere.txt"
+    # Ids outside the vocabulary are refused where they enter the decoder (these were a
+    # heap-use-after-free and a SEGV before).
+    for id in 99999 2147483647 49152 -1; do
+        expect "detokenize id $id" "token id $id is outside the vocabulary of 49152 tokens" -- \
+            bash -c 'echo "$1" | "$2" detokenize --model "$3"' _ "$id" "$bin" "$gguf"
+    done
+    expect "tokenizer smaller than the model" "has 606 tokens but the model" "vocabulary of 49152" -- \
+        "$bin" generate --model "$gguf" --tokenizer "$root/tests/data/tokenizer/tiny/tokenizer.json" \
+        --prompt "the quick brown fox" --max-tokens 40
+    printf 'Facts.\n\xC3\x28 broken.\n' >"$work/bad_utf8.txt"
+    expect "invalid UTF-8 in the document" "the document $work/bad_utf8.txt is not valid UTF-8" \
+        "byte offset 7" -- "${qa[@]}" --document "$work/bad_utf8.txt"
+    expect "invalid UTF-8 in a question" "question 2 is not valid UTF-8" "byte offset 4" -- \
+        "${qa[@]}" --document "$work/doc.txt" --question "$(printf 'Why \xFF?')"
+    expect "blank question in a file" "holds no question" -- "$bin" qa --model "$gguf" \
+        --document "$work/doc.txt" --questions "$work/blank.txt"
 fi
 
 echo "test_bad_input.sh: $passed passed, $failed failed, $skipped skipped"

@@ -36,9 +36,16 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
         list->v = grown;
         return 0;
     }
-    case ARG_INT: {
+    case ARG_INT:
+    case ARG_COUNT:
+    case ARG_POSITIVE: {
         long x = strtol(v, &end, 10);
         if (errno || !*v || *end || x < INT_MIN || x > INT_MAX) break;
+        const long lo = s->kind == ARG_POSITIVE ? 1 : s->kind == ARG_COUNT ? 0 : INT_MIN;
+        if (x < lo) {
+            fprintf(stderr, "snaptp %s: %s must be at least %ld, got %s\n", command, s->name, lo, v);
+            return 2;
+        }
         *(int *)s->target = (int)x;
         return 0;
     }
@@ -50,7 +57,8 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
     }
     case ARG_FLOAT: {
         float x = strtof(v, &end);
-        if (errno || !*v || *end || !isfinite(x)) break;
+        // strtof also reads C's hex floats ("0x10" is 16): a flag value is decimal.
+        if (errno || !*v || *end || !isfinite(x) || strpbrk(v, "xX")) break;
         *(float *)s->target = x;
         return 0;
     }
@@ -59,7 +67,10 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
         break;
     }
     fprintf(stderr, "snaptp %s: %s expects %s, got '%s'\n", command, s->name,
-            s->kind == ARG_STRING || s->kind == ARG_STRINGS ? "a string" : "a number", v);
+            s->kind == ARG_STRING || s->kind == ARG_STRINGS ? "a string"
+            : s->kind == ARG_FLOAT                           ? "a decimal number"
+                                                             : "an integer",
+            v);
     return 2;
 }
 

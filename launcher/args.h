@@ -10,7 +10,9 @@ typedef enum arg_kind {
     ARG_FLAG,
     ARG_STRING,
     ARG_INT,
-    ARG_FLOAT,
+    ARG_COUNT,    // int >= 0 (--max-tokens, --top-k)
+    ARG_POSITIVE, // int >= 1 (--threads, --tp, --chunk, --prompt-tokens): 0 or less is refused
+    ARG_FLOAT,    // decimal only: hex ("0x10"), inf and nan are refused
     ARG_U64,
     ARG_STRINGS, // repeatable: every value is kept, in order
     ARG_KIND_COUNT
@@ -28,7 +30,7 @@ void args_strings_free(arg_strings *s);
 typedef struct arg_spec {
     const char *name;  // "--max-tokens"
     arg_kind kind;
-    void *target;      // int* (FLAG, INT), const char ** (STRING), float*, uint64_t*,
+    void *target;      // int* (FLAG, INT, COUNT, POSITIVE), const char ** (STRING), float*, uint64_t*,
                        // arg_strings* (STRINGS)
     const char *meta;  // "N", "PATH"; NULL for flags
     const char *help;

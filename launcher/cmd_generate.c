@@ -62,17 +62,17 @@ int cmd_generate(int argc, char **argv) {
         {"--prompt-file", ARG_STRING, &prompt_file, "PATH", "read the prompt from a file", NULL},
         {"--chat", ARG_FLAG, &chat, NULL, "wrap the prompt in the model's chat template", NULL},
         {"--system", ARG_STRING, &system, "TEXT", "system message (with --chat)", NULL},
-        {"--max-tokens", ARG_INT, &max_tokens, "N", "tokens to generate at most (256)", NULL},
+        {"--max-tokens", ARG_COUNT, &max_tokens, "N", "tokens to generate at most (256)", NULL},
         {"--temperature", ARG_FLOAT, &sp.temperature, "T", "0 is greedy (default 0)", NULL},
-        {"--top-k", ARG_INT, &sp.top_k, "K", "keep the K most likely tokens (0: off)", NULL},
+        {"--top-k", ARG_COUNT, &sp.top_k, "K", "keep the K most likely tokens (0: off)", NULL},
         {"--top-p", ARG_FLOAT, &sp.top_p, "P", "nucleus sampling mass (1: off)", NULL},
         {"--repeat-penalty", ARG_FLOAT, &sp.repetition_penalty, "R",
          "penalize tokens seen in the last 64 (1: off)", NULL},
         {"--seed", ARG_U64, &sp.seed, "N", "sampling seed (0)", NULL},
-        {"--threads", ARG_INT, &so.n_threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
+        {"--threads", ARG_POSITIVE, &so.n_threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
         {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
-        {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
+        {"--chunk", ARG_POSITIVE, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV cache policy (full)", NULL},
         {"--window", ARG_INT, &snap.window, "N", "SnapKV observation window (32)", NULL},
         {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows kept per KV head (2048)", NULL},
@@ -106,7 +106,17 @@ int cmd_generate(int argc, char **argv) {
     if (policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&snap), done);
     TRY_GOTO(st, session_open(&so, &s), done);
     if (prompt_file) {
-        TRY_GOTO(st, text_file_read(prompt_file, &file_text, NULL), done);
+        size_t n_file = 0;
+        TRY_GOTO(st, text_file_read(prompt_file, &file_text, &n_file), done);
+        // The prompt is handled as a C string from here on: a NUL would silently cut it.
+        const char *nul = memchr(file_text, '\0', n_file);
+        if (nul) {
+            st = snp_fail(SNP_ERR_ARGUMENT,
+                          "generate: --prompt-file %s holds a NUL byte at byte offset %zu: a "
+                          "prompt is text",
+                          prompt_file, (size_t)(nul - file_text));
+            goto done;
+        }
         prompt = file_text;
     }
     TRY_GOTO(st, build_prompt(s.tok, prompt, chat, system, &prompt_text), done);

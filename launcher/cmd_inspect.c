@@ -30,15 +30,15 @@ int cmd_inspect(int argc, char **argv) {
     snapkv_params snap = snapkv_params_default();
     const arg_spec specs[] = {
         {"--model", ARG_STRING, &model_path, "PATH", "GGUF file or safetensors directory", NULL},
-        {"--prompt-tokens", ARG_INT, &prompt_tokens, "N", "prompt length to plan for (4096)", NULL},
-        {"--max-tokens", ARG_INT, &max_tokens, "N", "tokens to generate (256)", NULL},
-        {"--chunk", ARG_INT, &chunk, "N", "prefill chunk in tokens (512)", NULL},
+        {"--prompt-tokens", ARG_POSITIVE, &prompt_tokens, "N", "prompt length to plan for (4096)", NULL},
+        {"--max-tokens", ARG_COUNT, &max_tokens, "N", "tokens to generate (256)", NULL},
+        {"--chunk", ARG_POSITIVE, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV policy (full)", NULL},
         {"--window", ARG_INT, &snap.window, "N", "SnapKV window (32)", NULL},
         {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows per KV head (2048)", NULL},
         {"--kernel", ARG_INT, &snap.kernel, "N", "SnapKV pooling kernel (7)", NULL},
         {"--pooling", ARG_STRING, &pooling, "avg|max", "SnapKV pooling (max)", NULL},
-        {"--tp", ARG_INT, &tp, "N", "plan for N ranks (default: the ranks of this run)", NULL},
+        {"--tp", ARG_POSITIVE, &tp, "N", "plan for N ranks (default: the ranks of this run)", NULL},
         {"--backend", ARG_STRING, &backend_name, "NAME", "cpu or cuda: sets the activation size", NULL},
     };
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], "inspect",

@@ -140,6 +140,18 @@ else
         "byte offset 7" -- "${qa[@]}" --document "$work/bad_utf8.txt"
     expect "invalid UTF-8 in a question" "question 2 is not valid UTF-8" "byte offset 4" -- \
         "${qa[@]}" --document "$work/doc.txt" --question "$(printf 'Why \xFF?')"
+    printf 'first half\0second half' >"$work/nul.txt"
+    expect "NUL in a prompt file" "nul.txt holds a NUL byte at byte offset 10" -- "$bin" generate \
+        --model "$gguf" --prompt-file "$work/nul.txt" --max-tokens 2
+    expect "inspect --prompt-tokens -5" "--prompt-tokens must be at least 1, got -5" -- "$bin" inspect \
+        --model "$gguf" --prompt-tokens -5
+    expect "inspect --tp 0" "--tp must be at least 1, got 0" -- "$bin" inspect --model "$gguf" --tp 0
+    expect "--max-tokens -1" "--max-tokens must be at least 0, got -1" -- "$bin" generate \
+        --model "$gguf" --prompt hi --max-tokens -1
+    expect "--threads 0" "--threads must be at least 1, got 0" -- "${qa[@]}" --document "$work/doc.txt" --threads 0
+    expect "--threads -2" "--threads must be at least 1, got -2" -- "$bin" bench --model "$gguf" --threads -2
+    expect "--temperature 0x10" "--temperature expects a decimal number, got '0x10'" -- "$bin" generate \
+        --model "$gguf" --prompt hi --temperature 0x10
     expect "blank question in a file" "holds no question" -- "$bin" qa --model "$gguf" \
         --document "$work/doc.txt" --questions "$work/blank.txt"
 fi

@@ -21,6 +21,7 @@ model_shard session_shard(const session *s) {
 
 snp_status session_open_tokenizer(const session_options *opt, session *out) {
     if (!opt->model_path) return snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
+    TRY(model_path_check(opt->model_path));
     const char *tp = opt->tokenizer_path ? opt->tokenizer_path : opt->model_path;
     return tokenizer_load(tp, &out->tok);
 }
@@ -42,6 +43,7 @@ static snp_status session_check_vocab(const session_options *opt, const session 
 
 snp_status session_open_model(const session_options *opt, session *out) {
     if (!opt->model_path) return snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
+    TRY(model_path_check(opt->model_path));
     double t0 = engine_now_s();
     // One rank per GPU: the local rank picks the device (the backend wraps it
     // around the devices it sees). On the CPU the ranks of one host share its

@@ -60,6 +60,11 @@ void model_free(model *m); // NULL is a no-op
 snp_status model_plan_weights(const char *path, const model_shard *shard, size_t act_bytes,
                               model_config *cfg, uint64_t *out_bytes);
 
+// model_path_check: `path` is a GGUF file (by its magic), a directory, a .json or a
+// .safetensors file; anything else (a text file, /dev/null) fails saying so, before a
+// reader reports it as malformed JSON.
+snp_status model_path_check(const char *path);
+
 // model_read_config: only the config of the checkpoint at `path` (no weights).
 snp_status model_read_config(const char *path, model_config *out);
 

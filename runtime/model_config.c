@@ -85,6 +85,14 @@ snp_status model_config_from_gguf(const gguf_file *f, model_config *out) {
     TRY(gguf_int(f, arch, "attention.head_count_kv", 0, c.n_heads, &c.n_kv_heads));
     TRY(gguf_int(f, arch, "context_length", 1, 0, &c.n_ctx));
     int key_length = 0;
+    char key_length_key[128];
+    snprintf(key_length_key, sizeof key_length_key, "%s.attention.key_length", arch);
+    if (gguf_find_key(f, key_length_key) < 0 && c.n_embd % c.n_heads != 0)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "%s: the hidden size %d (%s.embedding_length) is not a multiple of the %d "
+                        "attention heads (%s.attention.head_count), and no %s.attention.key_length "
+                        "gives the head size",
+                        gguf_path(f), c.n_embd, arch, c.n_heads, arch, arch);
     TRY(gguf_int(f, arch, "attention.key_length", 0, c.n_embd / c.n_heads, &key_length));
     c.head_dim = key_length;
     int rope_dims = 0;
@@ -166,10 +174,19 @@ static snp_status json_float(const cJSON *root, const char *path, const char *fi
     return SNP_OK;
 }
 
-static int json_bool(const cJSON *root, const char *field, int fallback) {
+// json_bool: true/false, or the fallback when absent or null; "yes" or 1 is refused
+// like any other value of the wrong type.
+static snp_status json_bool(const cJSON *root, const char *path, const char *field, int fallback,
+                            int *out) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, field);
-    if (cJSON_IsBool(item)) return cJSON_IsTrue(item);
-    return fallback;
+    if (!item || cJSON_IsNull(item)) {
+        *out = fallback;
+        return SNP_OK;
+    }
+    if (!cJSON_IsBool(item))
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' must be true or false", path, field);
+    *out = cJSON_IsTrue(item);
+    return SNP_OK;
 }
 
 static snp_status parse_rope_scaling(const cJSON *root, const char *path, model_config *c) {
@@ -220,6 +237,12 @@ static snp_status config_from_cjson(const cJSON *root, const char *path, model_c
     TRY(json_int(root, path, "intermediate_size", 1, 0, &c.n_ff));
     TRY(json_int(root, path, "num_attention_heads", 1, 0, &c.n_heads));
     TRY(json_int(root, path, "num_key_value_heads", 0, c.n_heads, &c.n_kv_heads));
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    if ((!hd || cJSON_IsNull(hd)) && c.n_embd % c.n_heads != 0)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: hidden_size %d is not a multiple of num_attention_heads %d, "
+                        "and no head_dim gives the head size",
+                        path, c.n_embd, c.n_heads);
     TRY(json_int(root, path, "head_dim", 0, c.n_embd / c.n_heads, &c.head_dim));
     TRY(json_int(root, path, "vocab_size", 1, 0, &c.n_vocab));
     TRY(json_int(root, path, "max_position_embeddings", 1, 0, &c.n_ctx));
@@ -227,11 +250,13 @@ static snp_status config_from_cjson(const cJSON *root, const char *path, model_c
     TRY(json_float(root, path, "rope_theta", 10000.0f, &c.rope_theta));
     TRY(parse_rope_scaling(root, path, &c));
     c.rope_mode = ROPE_MODE_NEOX; // HF checkpoints keep rotate_half's layout
-    c.tied_embeddings = json_bool(root, "tie_word_embeddings", 0);
-    c.qkv_bias = c.arch == MODEL_ARCH_QWEN2 || json_bool(root, "attention_bias", 0);
+    int attention_bias = 0, use_sw = 0;
+    TRY(json_bool(root, path, "tie_word_embeddings", 0, &c.tied_embeddings));
+    TRY(json_bool(root, path, "attention_bias", 0, &attention_bias));
+    c.qkv_bias = c.arch == MODEL_ARCH_QWEN2 || attention_bias;
     c.qk_norm = c.arch == MODEL_ARCH_QWEN3;
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
-    int use_sw = json_bool(root, "use_sliding_window", c.arch == MODEL_ARCH_MISTRAL);
+    TRY(json_bool(root, path, "use_sliding_window", c.arch == MODEL_ARCH_MISTRAL, &use_sw));
     if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble > 0) c.sliding_window = sw->valueint;
     TRY(model_config_validate(&c, path));
     *out = c;
@@ -263,9 +288,16 @@ snp_status model_config_validate(const model_config *c, const char *source) {
     if (c->head_dim % 2 != 0 || c->head_dim > 512)
         return snp_fail(SNP_ERR_UNSUPPORTED, "%s: head size %d must be even and at most 512",
                         source, c->head_dim);
-    if (!(c->rms_eps > 0) || !(c->rope_theta > 0))
-        return snp_fail(SNP_ERR_FORMAT, "%s: rms epsilon %g and rope theta %g must be positive",
-                        source, c->rms_eps, c->rope_theta);
+    if (!(c->rms_eps > 0) || !isfinite(c->rms_eps))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "%s: the RMSNorm epsilon (rms_norm_eps, or GGUF "
+                        "attention.layer_norm_rms_epsilon) is %g: it must be positive and finite",
+                        source, c->rms_eps);
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "%s: rope theta (rope_theta, or GGUF rope.freq_base) is %g: it must be "
+                        "positive and finite",
+                        source, c->rope_theta);
     return SNP_OK;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/stat.h>
 
 #include "gguf.h"
@@ -96,9 +97,28 @@ static char *checkpoint_dir(const char *path) {
     return dir;
 }
 
+snp_status model_path_check(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return snp_fail(SNP_ERR_IO, "--model %s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return SNP_OK; // a safetensors directory: its files say the rest
+    if (has_suffix(path, ".json") || has_suffix(path, ".safetensors")) return SNP_OK;
+    char magic[4] = {0};
+    FILE *f = S_ISREG(sb.st_mode) ? fopen(path, "rb") : NULL;
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    if (got == 4 && memcmp(magic, "GGUF", 4) == 0) return SNP_OK;
+    return snp_fail(SNP_ERR_FORMAT,
+                    "--model %s is neither a GGUF file (it does not start with the 'GGUF' magic) "
+                    "nor a safetensors checkpoint (a directory with config.json, its config.json "
+                    "or index .json, or a .safetensors file)",
+                    path);
+}
+
 static snp_status checkpoint_open(const char *path, checkpoint *ck) {
     memset(ck, 0, sizeof *ck);
     ck->path = path;
+    TRY(model_path_check(path));
     if (has_suffix(path, ".gguf")) return gguf_open(path, &ck->gguf);
     char *dir = checkpoint_dir(path);
     if (!dir) return snp_fail(SNP_ERR_MEMORY, "model: out of memory opening %s", path);
@@ -115,6 +135,7 @@ static void checkpoint_close(checkpoint *ck) {
 }
 
 snp_status model_read_config(const char *path, model_config *out) {
+    TRY(model_path_check(path));
     if (has_suffix(path, ".gguf")) {
         gguf_file *f = NULL;
         TRY(gguf_open(path, &f));

@@ -86,6 +86,12 @@ os.link(os.path.join(src, "llama_gqa", "model.safetensors"),
         os.path.join(out, "st_arch", "model.safetensors"))
 c = json.loads(cfg); c["model_type"] = "gpt_neox"
 open(os.path.join(out, "st_arch", "config.json"), "w").write(json.dumps(c))
+for name, change in [("st_tie", {"tie_word_embeddings": "yes"}),
+                     ("st_heads", {"hidden_size": json.loads(cfg)["hidden_size"] + 1})]:
+    os.makedirs(os.path.join(out, name))
+    os.link(os.path.join(src, "llama_gqa", "model.safetensors"), os.path.join(out, name, "model.safetensors"))
+    c = json.loads(cfg); c.pop("head_dim", None); c.update(change)
+    open(os.path.join(out, name, "config.json"), "w").write(json.dumps(c))
 PY
 
 run=("$bin" bench --prompt-tokens 8 --gen-tokens 1 --repeat 1 --model)
@@ -98,6 +104,10 @@ expect "safetensors header too large" "st_big/model.safetensors" "header" -- "${
 expect "safetensors malformed header" "st_json/model.safetensors" "JSON" -- "${run[@]}" "$work/st_json"
 expect "unsupported architecture" "st_arch" "gpt_neox" "model_type" -- "${run[@]}" "$work/st_arch"
 expect "no such model" "nothere.gguf" -- "${run[@]}" "$work/nothere.gguf"
+expect "tie_word_embeddings \"yes\"" "st_tie/config.json: field 'tie_word_embeddings' must be true or false" \
+    -- "${run[@]}" "$work/st_tie"
+expect "hidden size not a multiple of the heads" "is not a multiple of num_attention_heads" -- \
+    "${run[@]}" "$work/st_heads"
 for v in abc 0 -2 100000; do
     expect "SNAPTP_THREADS=$v" "SNAPTP_THREADS='$v'" "1 to 512" -- env SNAPTP_THREADS="$v" \
         "${run[@]}" "$root/tests/golden/llama_gqa_gguf/model.gguf"
@@ -152,6 +162,9 @@ else
     expect "--threads -2" "--threads must be at least 1, got -2" -- "$bin" bench --model "$gguf" --threads -2
     expect "--temperature 0x10" "--temperature expects a decimal number, got '0x10'" -- "$bin" generate \
         --model "$gguf" --prompt hi --temperature 0x10
+    expect "--model a text file" "--model $root/README.md is neither a GGUF file" -- "$bin" generate \
+        --model "$root/README.md" --prompt hi
+    expect "--model /dev/null" "--model /dev/null is neither a GGUF file" -- "$bin" inspect --model /dev/null
     expect "blank question in a file" "holds no question" -- "$bin" qa --model "$gguf" \
         --document "$work/doc.txt" --questions "$work/blank.txt"
 fi

@@ -331,7 +331,17 @@ snp_status comm_barrier(comm *c) {
     return SNP_OK;
 }
 
+// A failure that every rank meets alike (a bad file, a bad flag) would print one copy
+// per rank. Ranks other than 0 wait this long before printing: when rank 0 fails too,
+// its abort ends them during the wait and the message appears once; when only they
+// fail, theirs appears a moment later.
+enum { ABORT_GRACE_MS = 500 };
+
 void comm_abort(comm *c, int code, const char *message) {
+    if (c && c->topo.size > 1 && c->topo.rank != 0) {
+        const struct timespec grace = {ABORT_GRACE_MS / 1000, (ABORT_GRACE_MS % 1000) * 1000000L};
+        nanosleep(&grace, NULL);
+    }
     if (c)
         fprintf(stderr, "[rank %d/%d %s] %s\n", c->topo.rank, c->topo.size, c->topo.host,
                 message ? message : "aborting");

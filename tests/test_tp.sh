@@ -82,6 +82,17 @@ PY
     fi
 fi
 
+# An error every rank meets alike is printed once (rank 0's), not once per rank.
+timeout -k 5 60 mpirun "${mpi_flags[@]}" -np 3 "$bin" generate --model "$root/README.md" --prompt hi \
+    >"$work/same.out" 2>"$work/same.err"
+rc=$?
+n=$(grep -c "neither a GGUF file" "$work/same.err")
+if [ $rc -ne 0 ] && [ "$n" = 1 ] && grep -q "^\[rank 0/3 " "$work/same.err"; then
+    pass "the same error on 3 ranks is printed once, by rank 0 (exit $rc)"
+else
+    fail "the same error on 3 ranks: exit $rc, printed $n times"; cat "$work/same.err"
+fi
+
 # Faults: rank 2 of 4 fails at its 40th all-reduce, in the middle of the prefill
 # (2 layers x 8 chunks x 2 all-reduces = 32 per prefill pass; bench repeats).
 for mode in error kill; do

@@ -27,13 +27,17 @@ void progress_update(void *user, int layer, int n_layers, int chunk, int n_chunk
     const double elapsed = now - p->t_start;
     const double tps = elapsed > 0 ? frac * n_tokens / elapsed : 0;
     const double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
+    // The prefill's last line ends at once, also on a terminal: the answer streams on
+    // stdout right after it and must not land on the progress line.
+    const int last = layer_done && layer + 1 == n_layers;
     fprintf(stderr, "%sprefill layer %d/%d chunk %d/%d | %d tokens | %.0f tokens/s | ETA %.0f s%s",
             p->is_tty ? "\r\033[K" : "", layer + 1, n_layers, chunk + 1, n_chunks, n_tokens, tps,
-            eta, p->is_tty ? "" : "\n");
+            eta, !p->is_tty || last ? "\n" : "");
     fflush(stderr);
-    p->printed = 1;
+    p->printed = p->is_tty && !last; // a redrawn line still open
 }
 
+// progress_done: ends a line left open by a prefill that stopped early (an error).
 void progress_done(progress *p) {
     if (p->enabled && p->is_tty && p->printed) fprintf(stderr, "\n");
     p->printed = 0;

@@ -194,5 +194,21 @@ else
     fail "two processes on one store: exits $r1 $r2, modes $got"; cat "$work/p1.err" "$work/p2.err"
 fi
 
+# On a terminal the answer starts on a line of its own, not after the progress line.
+if command -v script >/dev/null 2>&1; then
+    script -qc "$bin qa --model $gguf --document $work/doc.txt --question 'What is snaptp?' --max-tokens 4 --chunk 256" \
+        /dev/null >"$work/tty.out" 2>&1
+    if python3 - "$work/tty.out" <<'PY'; then pass "terminal: the answer is not printed on the progress line"; else fail "terminal: answer on the progress line"; cat -A "$work/tty.out" | tail -3; fi
+import re, sys
+text = open(sys.argv[1], "rb").read().decode("utf-8", "replace")
+lines = text.replace("\r\n", "\n").split("\n")
+last = [l for l in lines if "prefill layer" in l][-1]
+tail = last.split("\x1b[K")[-1].rstrip("\r")
+assert re.fullmatch(r"prefill layer (\d+)/\1 chunk (\d+)/\2 \| .* ETA \d+ s", tail), repr(tail)
+PY
+else
+    skip "terminal: no script(1)"
+fi
+
 echo "test_kv_store.sh: $passed passed, $failed failed, $skipped skipped"
 [ $failed -eq 0 ]

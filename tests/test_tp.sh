@@ -82,6 +82,14 @@ PY
     fi
 fi
 
+# tokenize under mpirun prints once (rank 0 has stdin; the others print nothing).
+if [ -n "$gguf" ]; then
+    got=$(echo "hello world" | timeout -k 5 60 mpirun "${mpi_flags[@]}" -np 3 "$bin" tokenize --model "$gguf" --json)
+    want=$(echo "hello world" | "$bin" tokenize --model "$gguf" --json)
+    if [ "$got" = "$want" ]; then pass "tokenize under mpirun -np 3 prints once: $got"
+    else fail "tokenize under mpirun: got '$got', want '$want'"; fi
+fi
+
 # An error every rank meets alike is printed once (rank 0's), not once per rank.
 timeout -k 5 60 mpirun "${mpi_flags[@]}" -np 3 "$bin" generate --model "$root/README.md" --prompt hi \
     >"$work/same.out" 2>"$work/same.err"

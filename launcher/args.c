@@ -125,3 +125,12 @@ void args_strings_free(arg_strings *s) {
     s->v = NULL;
     s->n = 0;
 }
+
+const char *args_find_value(int argc, char **argv, const char *name) {
+    const size_t n = strlen(name);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], name) == 0 && i + 1 < argc) return argv[i + 1];
+        if (strncmp(argv[i], name, n) == 0 && argv[i][n] == '=') return argv[i] + n + 1;
+    }
+    return NULL;
+}

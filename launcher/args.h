@@ -43,6 +43,11 @@ typedef struct arg_spec {
 int args_parse(int argc, char **argv, const arg_spec *specs, int n, const char *command,
                const char *usage);
 
+// args_find_value: the value of flag `name` ("--config") in argv, as `--name V` or
+// `--name=V`, or NULL; read before args_parse so a preset's values can be the
+// defaults that the other flags override.
+const char *args_find_value(int argc, char **argv, const char *name);
+
 void args_print_help(FILE *out, const arg_spec *specs, int n, const char *usage);
 
 #endif

@@ -12,6 +12,7 @@
 #include "../runtime/kv_cache.h"
 #include "../runtime/memory_plan.h"
 #include "../runtime/sampler.h"
+#include "../runtime/run_config.h"
 #include "args.h"
 #include "commands.h"
 #include "session.h"
@@ -138,7 +139,26 @@ int cmd_bench(int argc, char **argv) {
     snapkv_params snap = snapkv_params_default();
     kv_policy policies[BENCH_MAX_POLICIES];
     int n_policies = 0;
+    // A preset (configs/*.json, as cluster/snaptp.sbatch passes) gives the defaults.
+    const char *config = args_find_value(argc, argv, "--config");
+    run_config rcfg = run_config_defaults();
+    if (config) {
+        snp_status cst = run_config_load(config, &rcfg);
+        if (cst != SNP_OK) {
+            fprintf(stderr, "snaptp bench: %s\n", snp_error());
+            return 2;
+        }
+        so.model_path = rcfg.model;
+        so.tokenizer_path = rcfg.tokenizer;
+        if (rcfg.backend) so.backend_name = rcfg.backend;
+        so.n_threads = rcfg.threads;
+        chunk = rcfg.chunk;
+        if (rcfg.kv_policy) policy_name = rcfg.kv_policy;
+        if (rcfg.pooling) pooling = rcfg.pooling;
+        snap = rcfg.snapkv;
+    }
     const arg_spec specs[] = {
+        {"--config", ARG_STRING, &config, "PATH", "runtime preset (configs/*.json): model, backend, threads, chunk, KV policy; flags override it", NULL},
         {"--model", ARG_STRING, &so.model_path, "PATH", "GGUF file or safetensors directory", NULL},
         {"--prompt-tokens", ARG_STRING, &lengths_arg, "N,N,..",
          "prompt lengths to measure (512); 0 = decode only", NULL},
@@ -163,12 +183,21 @@ int cmd_bench(int argc, char **argv) {
     const int n_specs = sizeof specs / sizeof specs[0];
     int rc = args_parse(argc, argv, specs, n_specs, "bench",
                         "usage: snaptp bench --model PATH [--prompt-tokens 512,4096] [options]");
-    if (rc) return rc == 1 ? 0 : rc;
+    if (rc) {
+        run_config_free(&rcfg);
+        return rc == 1 ? 0 : rc;
+    }
     int lengths[BENCH_MAX_LENGTHS];
     int n_lengths = parse_lengths(lengths_arg, lengths, BENCH_MAX_LENGTHS);
-    if (!so.model_path || n_lengths <= 0 || repeat < 1 || repeat > 64 || gen < 0) {
-        fprintf(stderr, "snaptp bench: give --model, a list of --prompt-tokens, 1 <= --repeat <= "
-                        "64 and --gen-tokens >= 0\n");
+    const char *bad = !so.model_path ? "give --model PATH (or a --config with a model)"
+                      : n_lengths <= 0 ? "--prompt-tokens must be a comma-separated list of lengths >= 0"
+                      : repeat > 64    ? "--repeat must be at most 64"
+                                       : NULL;
+    if (bad) {
+        fprintf(stderr, "snaptp bench: %s%s%s%s\n", bad, n_lengths <= 0 && so.model_path ? " (got '" : "",
+                n_lengths <= 0 && so.model_path ? lengths_arg : "",
+                n_lengths <= 0 && so.model_path ? "')" : "");
+        run_config_free(&rcfg);
         return 2;
     }
     session s;
@@ -236,5 +265,6 @@ done:
     forward_free(f);
     int code = st != SNP_OK ? session_report_error(&s, "bench", st) : 0;
     session_close(&s);
+    run_config_free(&rcfg);
     return code;
 }

@@ -65,16 +65,6 @@ static void questions_free(qa_questions *q) {
     free(q->file_text);
 }
 
-// config_path_in_args: the value of --config, read before the other flags so that
-// flags given on the command line override the file.
-static const char *config_path_in_args(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) return argv[i + 1];
-        if (strncmp(argv[i], "--config=", 9) == 0) return argv[i] + 9;
-    }
-    return NULL;
-}
-
 // What one question's run reports.
 typedef struct qa_report {
     int index, n_questions;
@@ -177,7 +167,7 @@ int cmd_qa(int argc, char **argv) {
     session s;
     snp_status st = session_init_comm(&argc, &argv, &s);
     if (st != SNP_OK) return session_report_error(&s, "qa", st);
-    const char *cfg_path = config_path_in_args(argc, argv);
+    const char *cfg_path = args_find_value(argc, argv, "--config");
     if (cfg_path && (st = run_config_load(cfg_path, &rc)) != SNP_OK) {
         int code = session_report_error(&s, "qa", st);
         session_close(&s);

@@ -165,6 +165,17 @@ else
     expect "--model a text file" "--model $root/README.md is neither a GGUF file" -- "$bin" generate \
         --model "$root/README.md" --prompt hi
     expect "--model /dev/null" "--model /dev/null is neither a GGUF file" -- "$bin" inspect --model /dev/null
+    expect "bench without a model" "give --model PATH (or a --config with a model)" -- "$bin" bench --prompt-tokens 8
+    expect "bench --prompt-tokens x" "--prompt-tokens must be a comma-separated list of lengths >= 0 (got 'x')" -- \
+        "$bin" bench --model "$gguf" --prompt-tokens x
+    expect "bench --repeat 100" "--repeat must be at most 64" -- "$bin" bench --model "$gguf" --repeat 100
+    # bench takes --config too (cluster/snaptp.sbatch passes one): its KV policy applies.
+    if "$bin" bench --config "$root/configs/smollm2-135m-cpu.json" --model "$gguf" --prompt-tokens 64 \
+        --gen-tokens 2 --repeat 1 --json 2>"$work/err" | grep -q '"kv_policy":"snapkv","window":32,"budget":1024'; then
+        passed=$((passed + 1)); echo "ok: bench --config applies the preset's SnapKV settings"
+    else
+        failed=$((failed + 1)); echo "FAIL: bench --config"; cat "$work/err"
+    fi
     expect "blank question in a file" "holds no question" -- "$bin" qa --model "$gguf" \
         --document "$work/doc.txt" --questions "$work/blank.txt"
 fi

@@ -35,6 +35,7 @@ void tokenizer_free(tokenizer *t) {
     free(t->pieces.p);
     free(t->piece_off);
     free(t->piece_len);
+    free(t->piece_set);
     free(t->attr);
     tok_map_free(&t->vocab);
     tok_merges_free(&t->merges);
@@ -58,7 +59,8 @@ snp_status tok_set_vocab_size(tokenizer *t, int32_t n_vocab) {
     t->piece_off = calloc((size_t)n_vocab, sizeof *t->piece_off);
     t->piece_len = calloc((size_t)n_vocab, sizeof *t->piece_len);
     t->attr = calloc((size_t)n_vocab, 1);
-    if (!t->piece_off || !t->piece_len || !t->attr)
+    t->piece_set = calloc((size_t)n_vocab, 1);
+    if (!t->piece_off || !t->piece_len || !t->attr || !t->piece_set)
         return snp_fail(SNP_ERR_MEMORY, "tokenizer: out of memory (%d tokens)", n_vocab);
     return SNP_OK;
 }
@@ -70,6 +72,7 @@ snp_status tok_set_piece(tokenizer *t, int32_t id, const char *bytes, size_t n) 
         return snp_fail(SNP_ERR_MEMORY, "tokenizer: token pieces exceed 4 GiB");
     t->piece_off[id] = (uint32_t)t->pieces.n;
     t->piece_len[id] = (uint32_t)n;
+    t->piece_set[id] = 1;
     return tok_buf_append(&t->pieces, bytes, n);
 }
 

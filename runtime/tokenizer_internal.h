@@ -127,6 +127,7 @@ struct tokenizer {
     int32_t n_vocab;
     tok_buf pieces; // decoded bytes of every id, back to back
     uint32_t *piece_off, *piece_len;
+    uint8_t *piece_set; // [n_vocab] 1 once an id has its piece (duplicates and gaps are errors)
     uint8_t *attr;
 
     tok_map

@@ -388,6 +388,13 @@ static snp_status parse_model(json_ctx *c, const cJSON *model) {
             goto done;
         }
         int32_t id = e->valueint;
+        if (e->valuedouble != (double)id || t->piece_set[id]) {
+            st = snp_fail(SNP_ERR_FORMAT,
+                          "%s: model.vocab['%s'] = %g: %s", c->path, e->string, e->valuedouble,
+                          e->valuedouble != (double)id ? "not an integer id"
+                                                       : "that id belongs to an earlier entry too");
+            goto done;
+        }
         TRY_GOTO(st, model_key(t, e->string, &key), done);
         TRY_GOTO(st, tok_map_put(&t->vocab, key.p, key.n, id), done);
         piece.n = 0;
@@ -572,6 +579,15 @@ snp_status tokenizer_load_json(const char *path, tokenizer **out) {
                                                                             : TOK_MODEL_SPM_BPE;
     TRY_GOTO(st, parse_model(&c, model), done);
     TRY_GOTO(st, parse_added(&c, added), done);
+    // Ids run 0..n_vocab-1: one no entry names would decode to nothing, silently.
+    for (int32_t id = 0; id < t->n_vocab; id++)
+        if (!t->piece_set[id]) {
+            st = snp_fail(SNP_ERR_FORMAT,
+                          "%s: id %d has no token in model.vocab or added_tokens (ids must run "
+                          "0..%d without gaps)",
+                          path, id, t->n_vocab - 1);
+            goto done;
+        }
     TRY_GOTO(st, parse_post(&c, cJSON_GetObjectItemCaseSensitive(root, "post_processor")), done);
 
     // tokenizer_config.json beside the file.

@@ -84,6 +84,17 @@ for name, data in [("st_big", struct.pack("<Q", 200 << 20) + s[8:]),
 os.makedirs(os.path.join(out, "st_arch"))
 os.link(os.path.join(src, "llama_gqa", "model.safetensors"),
         os.path.join(out, "st_arch", "model.safetensors"))
+tj = json.load(open(os.path.join(src, "..", "data", "tokenizer", "tiny", "tokenizer.json")))
+vocab = tj["model"]["vocab"]
+keys = sorted(vocab, key=vocab.get)
+dup = json.loads(json.dumps(tj)); dup["model"]["vocab"][keys[20]] = vocab[keys[21]]
+open(os.path.join(out, "tok_dup.json"), "w").write(json.dumps(dup))
+pair = lambda m: m if isinstance(m, list) else m.split(" ")
+parts = {p for m in tj["model"]["merges"] for p in pair(m)}
+hole = [k for k in keys[len(keys) // 2:-1] if k not in parts][0]  # no merge builds on it
+gap = json.loads(json.dumps(tj)); del gap["model"]["vocab"][hole]
+gap["model"]["merges"] = [m for m in gap["model"]["merges"] if "".join(pair(m)) != hole]
+open(os.path.join(out, "tok_gap.json"), "w").write(json.dumps(gap))
 c = json.loads(cfg); c["model_type"] = "gpt_neox"
 open(os.path.join(out, "st_arch", "config.json"), "w").write(json.dumps(c))
 for name, change in [("st_tie", {"tie_word_embeddings": "yes"}),
@@ -104,6 +115,10 @@ expect "safetensors header too large" "st_big/model.safetensors" "header" -- "${
 expect "safetensors malformed header" "st_json/model.safetensors" "JSON" -- "${run[@]}" "$work/st_json"
 expect "unsupported architecture" "st_arch" "gpt_neox" "model_type" -- "${run[@]}" "$work/st_arch"
 expect "no such model" "nothere.gguf" -- "${run[@]}" "$work/nothere.gguf"
+expect "tokenizer.json with a duplicate id" "tok_dup.json: model.vocab[" "belongs to an earlier entry too" -- \
+    bash -c 'echo hi | "$1" tokenize --tokenizer "$2"' _ "$bin" "$work/tok_dup.json"
+expect "tokenizer.json with a gap" "tok_gap.json: id" "has no token in model.vocab or added_tokens" -- \
+    bash -c 'echo hi | "$1" tokenize --tokenizer "$2"' _ "$bin" "$work/tok_gap.json"
 expect "tie_word_embeddings \"yes\"" "st_tie/config.json: field 'tie_word_embeddings' must be true or false" \
     -- "${run[@]}" "$work/st_tie"
 expect "hidden size not a multiple of the heads" "is not a multiple of num_attention_heads" -- \

@@ -119,6 +119,7 @@ int cmd_generate(int argc, char **argv) {
         }
         prompt = file_text;
     }
+    if (chat) TRY_GOTO(st, session_note_chat_template(&s, "generate"), done);
     TRY_GOTO(st, build_prompt(s.tok, prompt, chat, system, &prompt_text), done);
     // A chat template writes its own BOS when the model wants one.
     TRY_GOTO(st,

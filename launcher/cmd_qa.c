@@ -252,6 +252,7 @@ int cmd_qa(int argc, char **argv) {
         goto done;
     }
     TRY_GOTO(st, session_open_tokenizer(&so, &s), done);
+    TRY_GOTO(st, session_note_chat_template(&s, "qa"), done);
     char doc_name[512];
     snprintf(doc_name, sizeof doc_name, "the document %s", document_path);
     TRY_GOTO(st, qa_prompt_init(s.tok, system, document, n_document, doc_name, parse_special, &qp),

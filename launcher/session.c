@@ -1,6 +1,8 @@
 // session: backend + model + tokenizer setup shared by the subcommands.
 #include "session.h"
 
+#include "../runtime/chat_template.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,4 +105,15 @@ int session_report_error(session *s, const char *command, snp_status st) {
     if (s->comm) return comm_fail(s->comm, st, command);
     fprintf(stderr, "snaptp %s: %s: %s\n", command, snp_status_name(st), snp_error());
     return 1;
+}
+
+snp_status session_note_chat_template(const session *s, const char *command) {
+    const char *family = NULL;
+    TRY(chat_template_family(s->tok, &family));
+    if (!tokenizer_chat_template(s->tok) && session_is_root(s))
+        fprintf(stderr,
+                "snaptp %s: the model has no chat template; formatting the prompt as '%s', "
+                "which its vocabulary implies\n",
+                command, family);
+    return SNP_OK;
 }

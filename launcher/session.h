@@ -46,6 +46,11 @@ snp_status session_open_tokenizer(const session_options *opt, session *out);
 snp_status session_open_model(const session_options *opt, session *out);
 void session_close(session *s);
 
+// session_note_chat_template: on rank 0, says on stderr which template family a
+// prompt was formatted with when the model ships no chat template and the family was
+// assumed from its vocabulary (never silently). Fails when no family fits.
+snp_status session_note_chat_template(const session *s, const char *command);
+
 // session_report_error: "[rank r/n host] snaptp <command>: <message>" on stderr;
 // on several ranks it ends them all (MPI_Abort), never leaving peers hung.
 // Returns the exit code for a single rank.

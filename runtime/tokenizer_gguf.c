@@ -262,11 +262,30 @@ snp_status tokenizer_load_gguf(const gguf_file *f, tokenizer **out) {
     } else {
         TRY_GOTO(st, load_spm_merges(t, scores, types), done);
     }
+    // Without token types every control token would be read as text: <|im_start|>
+    // spelled in a template would no longer open a turn, silently.
+    if (gguf_find_key(f, "tokenizer.ggml.token_type") < 0) {
+        st = snp_fail(SNP_ERR_FORMAT,
+                      "%s: no tokenizer.ggml.token_type: snaptp cannot tell its control tokens "
+                      "from text (llama.cpp's convert_hf_to_gguf.py writes it; convert again)",
+                      path);
+        goto done;
+    }
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos_id), done);
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos_id), done);
     if (is_llama)
         TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk_id),
                  done);
+    // Ids snaptp does not use must still be ids of this vocabulary: one outside it is a
+    // broken file.
+    static const char *const unused_ids[] = {
+        "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
+        "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.cls_token_id",
+        "tokenizer.ggml.mask_token_id"};
+    for (size_t k = 0; k < sizeof unused_ids / sizeof unused_ids[0]; k++) {
+        int32_t unused = -1;
+        TRY_GOTO(st, get_opt_id(f, unused_ids[k], t->n_vocab, &unused), done);
+    }
     int32_t eot = -1, eom = -1;
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.eot_token_id", t->n_vocab, &eot), done);
     TRY_GOTO(st, get_opt_id(f, "tokenizer.ggml.eom_token_id", t->n_vocab, &eom), done);

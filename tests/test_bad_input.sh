@@ -191,6 +191,16 @@ else
     else
         failed=$((failed + 1)); echo "FAIL: bench --config"; cat "$work/err"
     fi
+    # A tokenizer without a chat template: --chat says which family it assumed. (Llama 3's
+    # ids then overrun SmolLM2's embedding, which is refused by name: both are checked.)
+    mkdir -p "$work/notemplate" && cp "$root/../shared/tokenizers/llama3/tokenizer.json"* "$work/notemplate/"
+    "$bin" generate --model "$gguf" --tokenizer "$work/notemplate" --chat --prompt hi --max-tokens 1 \
+        >/dev/null 2>"$work/err"
+    if grep -q "is outside the 49152 rows of 'token_embd.weight'" "$work/err" && grep -q "has no chat template; formatting the prompt as 'llama3'" "$work/err"; then
+        passed=$((passed + 1)); echo "ok: no chat template: $(head -n 1 "$work/err")"
+    else
+        failed=$((failed + 1)); echo "FAIL: no chat template note"; cat "$work/err"
+    fi
     expect "blank question in a file" "holds no question" -- "$bin" qa --model "$gguf" \
         --document "$work/doc.txt" --questions "$work/blank.txt"
 fi

@@ -253,6 +253,37 @@ static void check_bad(const char *tmp) {
     expect_fail(path, SNP_ERR_FORMAT, "merge into a missing token", "tokenizer.ggml.merges[0]");
     unlink(path);
 
+    // A gpt2 vocabulary of "a", "b", "ab" with the merge that makes "ab".
+    snprintf(path, sizeof path, "%s/no_token_type.gguf", tmp);
+    g = gw_open(path, 3);
+    kv_str(&g, "tokenizer.ggml.model", "gpt2");
+    kv_arr_hdr(&g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, 3);
+    w_str(&g, "a", 1);
+    w_str(&g, "b", 1);
+    w_str(&g, "ab", 2);
+    kv_arr_hdr(&g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, 1);
+    w_str(&g, "a b", 3);
+    fclose(g.f);
+    expect_fail(path, SNP_ERR_FORMAT, "no token types", "no tokenizer.ggml.token_type");
+    unlink(path);
+
+    snprintf(path, sizeof path, "%s/pad_out_of_range.gguf", tmp);
+    g = gw_open(path, 5);
+    kv_str(&g, "tokenizer.ggml.model", "gpt2");
+    kv_arr_hdr(&g, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, 3);
+    w_str(&g, "a", 1);
+    w_str(&g, "b", 1);
+    w_str(&g, "ab", 2);
+    kv_arr_hdr(&g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, 3);
+    for (int i = 0; i < 3; i++) w_u32(&g, 1); // normal
+    kv_arr_hdr(&g, "tokenizer.ggml.merges", GGUF_TYPE_STRING, 1);
+    w_str(&g, "a b", 3);
+    kv_u32(&g, "tokenizer.ggml.padding_token_id", 7);
+    fclose(g.f);
+    expect_fail(path, SNP_ERR_FORMAT, "padding id outside the vocabulary",
+                "tokenizer.ggml.padding_token_id = 7 is outside the vocabulary (3 tokens)");
+    unlink(path);
+
     snprintf(path, sizeof path, "%s/tokens_not_strings.gguf", tmp);
     g = gw_open(path, 2);
     kv_str(&g, "tokenizer.ggml.model", "gpt2");

@@ -213,35 +213,72 @@ done:
     return rc;
 }
 
-// Ids separated by whitespace, commas or JSON brackets.
-static int parse_ids(const char *cmd, const char *s, size_t n, int32_t **out, size_t *out_n) {
-    size_t cap = 1024, k = 0;
+// Ids separated by whitespace or commas, or one JSON array of them: a '[' may only
+// open the input and must be closed by a ']' that only whitespace follows.
+static int parse_ids(const char *cmd, const char *where, const char *s, size_t n, int32_t **out,
+                     size_t *out_n) {
+    size_t cap = 1024, k = 0, open_at = 0, at = 0;
     int32_t *ids = malloc(cap * sizeof *ids);
-    for (size_t i = 0; ids && i < n;) {
+    int state = 0; // 0: no id yet, 1: plain list, 2: inside [ ], 3: after ]
+    const char *why = NULL;
+    size_t i = 0;
+    while (ids && i < n && !why) {
         char c = s[i];
-        if (c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == ',' || c == '[' || c == ']') {
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r') {
             i++;
             continue;
         }
-        char *end = NULL;
-        errno = 0;
-        long v = (c >= '0' && c <= '9') || c == '-' ? strtol(s + i, &end, 10) : 0;
-        if (!end || end == s + i || errno || v < INT32_MIN || v > INT32_MAX) {
-            fprintf(stderr, "snaptp %s: stdin: not a token id at byte offset %zu\n", cmd, i);
-            free(ids);
-            return 1;
+        at = i; // where a complaint points
+        if (state == 3) {
+            why = "text after the closing ']' of the JSON array";
+        } else if (c == '[') {
+            if (state != 0) why = "a '[' that does not open the input";
+            state = 2;
+            open_at = i++;
+        } else if (c == ']') {
+            if (state != 2) why = "a ']' that closes no '['";
+            state = 3;
+            i++;
+        } else if (c == ',') {
+            i++;
+        } else {
+            char *end = NULL;
+            errno = 0;
+            long v = (c >= '0' && c <= '9') || c == '-' ? strtol(s + i, &end, 10) : 0;
+            if (!end || end == s + i || errno || v < INT32_MIN || v > INT32_MAX) {
+                why = "not a token id";
+                break;
+            }
+            if (k == cap) {
+                int32_t *b = realloc(ids, cap * 2 * sizeof *ids);
+                if (!b) {
+                    free(ids);
+                    ids = NULL;
+                    break;
+                }
+                ids = b;
+                cap *= 2;
+            }
+            ids[k++] = (int32_t)v;
+            if (state == 0) state = 1;
+            i = (size_t)(end - s);
         }
-        if (k == cap) {
-            int32_t *b = realloc(ids, cap * 2 * sizeof *ids);
-            if (!b) break;
-            ids = b;
-            cap *= 2;
-        }
-        ids[k++] = (int32_t)v;
-        i = (size_t)(end - s);
     }
     if (!ids) {
         fprintf(stderr, "snaptp %s: out of memory\n", cmd);
+        return 1;
+    }
+    if (!why && state == 2) {
+        fprintf(stderr,
+                "snaptp %s: %s: the JSON array opened at byte offset %zu is not closed (no ']' "
+                "before the end)\n",
+                cmd, where, open_at);
+        free(ids);
+        return 1;
+    }
+    if (why) {
+        fprintf(stderr, "snaptp %s: %s: %s at byte offset %zu\n", cmd, where, why, at);
+        free(ids);
         return 1;
     }
     *out = ids;
@@ -263,7 +300,7 @@ int cmd_detokenize(int argc, char **argv) {
     if (tokenizer_load(a.path, &t) != SNP_OK) return fail(cmd, NULL);
     tokenizer_stream_init(&s, t);
     rc = read_all(cmd, a.input, &text, &n_text);
-    if (!rc) rc = parse_ids(cmd, text, n_text, &ids, &n_ids);
+    if (!rc) rc = parse_ids(cmd, a.input ? a.input : "stdin", text, n_text, &ids, &n_ids);
     if (rc) goto done;
     if (a.json) { // whole-sequence decode, printed as one JSON string
         char *out = NULL;

@@ -24,32 +24,37 @@ run_config run_config_defaults(void) {
 
 typedef enum key_kind { KEY_STRING, KEY_INT, KEY_FLOAT, KEY_U64 } key_kind;
 
+// min: the smallest value a number may take (checked here, so that a bad preset is
+// reported with its file and key, not later as if a flag had been given);
+// min_open: the minimum itself is excluded.
 typedef struct key_spec {
     const char *key;
     key_kind kind;
     size_t offset;
+    double min;
+    int min_open;
 } key_spec;
 
-#define KEY(name, kind, field) {name, kind, offsetof(run_config, field)}
+#define KEY(name, kind, field, ...) {name, kind, offsetof(run_config, field), __VA_ARGS__}
 static const key_spec keys[] = {
-    KEY("model", KEY_STRING, model),
-    KEY("tokenizer", KEY_STRING, tokenizer),
-    KEY("backend", KEY_STRING, backend),
-    KEY("kv_policy", KEY_STRING, kv_policy),
-    KEY("pooling", KEY_STRING, pooling),
-    KEY("mem_limit", KEY_STRING, mem_limit),
-    KEY("threads", KEY_INT, threads),
-    KEY("chunk", KEY_INT, chunk),
-    KEY("tp", KEY_INT, tp),
-    KEY("max_tokens", KEY_INT, max_tokens),
-    KEY("window", KEY_INT, snapkv.window),
-    KEY("budget", KEY_INT, snapkv.budget),
-    KEY("kernel", KEY_INT, snapkv.kernel),
-    KEY("temperature", KEY_FLOAT, sampling.temperature),
-    KEY("top_k", KEY_INT, sampling.top_k),
-    KEY("top_p", KEY_FLOAT, sampling.top_p),
-    KEY("repeat_penalty", KEY_FLOAT, sampling.repetition_penalty),
-    KEY("seed", KEY_U64, sampling.seed),
+    KEY("model", KEY_STRING, model, 0, 0),
+    KEY("tokenizer", KEY_STRING, tokenizer, 0, 0),
+    KEY("backend", KEY_STRING, backend, 0, 0),
+    KEY("kv_policy", KEY_STRING, kv_policy, 0, 0),
+    KEY("pooling", KEY_STRING, pooling, 0, 0),
+    KEY("mem_limit", KEY_STRING, mem_limit, 0, 0),
+    KEY("threads", KEY_INT, threads, 1, 0),
+    KEY("chunk", KEY_INT, chunk, 1, 0),
+    KEY("tp", KEY_INT, tp, 1, 0),
+    KEY("max_tokens", KEY_INT, max_tokens, 0, 0),
+    KEY("window", KEY_INT, snapkv.window, 1, 0),
+    KEY("budget", KEY_INT, snapkv.budget, 1, 0),
+    KEY("kernel", KEY_INT, snapkv.kernel, 1, 0),
+    KEY("temperature", KEY_FLOAT, sampling.temperature, 0, 0),
+    KEY("top_k", KEY_INT, sampling.top_k, 0, 0),
+    KEY("top_p", KEY_FLOAT, sampling.top_p, 0, 1),
+    KEY("repeat_penalty", KEY_FLOAT, sampling.repetition_penalty, 0, 1),
+    KEY("seed", KEY_U64, sampling.seed, 0, 0),
 };
 #undef KEY
 
@@ -82,6 +87,9 @@ static snp_status apply_key(const char *path, const cJSON *item, run_config *cfg
     if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble))
         return snp_fail(SNP_ERR_FORMAT, "config: %s: '%s' must be a number", path, k->key);
     const double v = item->valuedouble;
+    if (k->min_open ? !(v > k->min) : !(v >= k->min))
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: '%s' is %g; it must be %s %g", path, k->key,
+                        v, k->min_open ? "more than" : "at least", k->min);
     if (k->kind == KEY_FLOAT) {
         *(float *)field = (float)v;
         return SNP_OK;
@@ -91,6 +99,31 @@ static snp_status apply_key(const char *path, const cJSON *item, run_config *cfg
                         v);
     if (k->kind == KEY_U64) *(uint64_t *)field = (uint64_t)v;
     else *(int *)field = (int)v;
+    return SNP_OK;
+}
+
+// check_values: the choices and the relations between keys that the file sets, named
+// as keys of the file (flags given later may still override them).
+static snp_status check_values(const char *path, const cJSON *root, const run_config *cfg) {
+    if (strcmp(cfg->kv_policy, "full") != 0 && strcmp(cfg->kv_policy, "snapkv") != 0)
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: 'kv_policy' is '%s'; it must be full or snapkv",
+                        path, cfg->kv_policy);
+    if (strcmp(cfg->pooling, "avg") != 0 && strcmp(cfg->pooling, "max") != 0)
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: 'pooling' is '%s'; it must be avg or max", path,
+                        cfg->pooling);
+    if (cJSON_GetObjectItemCaseSensitive(root, "top_p") && cfg->sampling.top_p > 1)
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: 'top_p' is %g; it must be at most 1", path,
+                        cfg->sampling.top_p);
+    if (cJSON_GetObjectItemCaseSensitive(root, "kernel") && cfg->snapkv.kernel % 2 == 0)
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: 'kernel' is %d; it must be odd", path,
+                        cfg->snapkv.kernel);
+    const int sets = cJSON_GetObjectItemCaseSensitive(root, "budget") ||
+                     cJSON_GetObjectItemCaseSensitive(root, "window");
+    if (sets && strcmp(cfg->kv_policy, "snapkv") == 0 && cfg->snapkv.budget <= cfg->snapkv.window)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: 'budget' %d must be larger than 'window' %d (the budget "
+                        "counts the window)",
+                        path, cfg->snapkv.budget, cfg->snapkv.window);
     return SNP_OK;
 }
 
@@ -110,6 +143,7 @@ snp_status run_config_load(const char *path, run_config *cfg) {
     }
     const cJSON *item;
     cJSON_ArrayForEach(item, root) TRY_GOTO(st, apply_key(path, item, cfg), done);
+    TRY_GOTO(st, check_values(path, root, cfg), done);
     cfg->storage = root;
     root = NULL;
 done:

@@ -5,6 +5,8 @@
 // tokenizer_encode.c's job.
 #include "tokenizer_internal.h"
 
+#include <stdio.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +90,19 @@ static snp_status initial_symbols(const tokenizer *t, tok_bpe_ctx *b, const char
             } else if (t->unk_id >= 0) {
                 if (unk_pending && !t->fuse_unk) TRY(sym_push(b, t->unk_id));
                 unk_pending = 1;
+            } else {
+                // HF drops such a character without a word; a prompt would then
+                // silently lose text (or end up empty), so it is refused, named.
+                char hex[16] = "";
+                for (size_t k = 0; k < len && k < 4; k++)
+                    snprintf(hex + 3 * k, sizeof hex - 3 * k, "%s%02X", k ? " " : "",
+                             (uint8_t)s[i + k]);
+                return snp_fail(SNP_ERR_UNSUPPORTED,
+                                "tokenizer: the vocabulary has no token for the character '%.*s' "
+                                "(bytes %s), and neither an unk_token nor byte fallback to use "
+                                "instead (a vocabulary without single-character tokens or "
+                                "merges to build words from?)",
+                                (int)len, s + i, hex);
             }
         }
         i += len;

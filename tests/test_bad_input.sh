@@ -201,6 +201,16 @@ else
     else
         failed=$((failed + 1)); echo "FAIL: no chat template note"; cat "$work/err"
     fi
+    for x in "[1,2" "[1] 2" "1 [2]"; do
+        expect "detokenize '$x'" "snaptp detokenize: stdin:" -- bash -c 'echo "$1" | "$2" detokenize --model "$3"' \
+            _ "$x" "$bin" "$gguf"
+    done
+    printf '{"model": "%s", "kv_policy": "snapkv", "window": 32, "budget": 10}' "$gguf" >"$work/badcfg.json"
+    expect "config budget <= window" "config: $work/badcfg.json: 'budget' 10 must be larger than 'window' 32" -- \
+        "$bin" qa --config "$work/badcfg.json" --document "$work/doc.txt" --question q
+    printf '{"model": "%s", "threads": 0}' "$gguf" >"$work/badcfg2.json"
+    expect "config threads 0" "config: $work/badcfg2.json: 'threads' is 0; it must be at least 1" -- \
+        "$bin" bench --config "$work/badcfg2.json"
     expect "blank question in a file" "holds no question" -- "$bin" qa --model "$gguf" \
         --document "$work/doc.txt" --questions "$work/blank.txt"
 fi

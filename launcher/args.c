@@ -18,6 +18,20 @@ void args_print_help(FILE *out, const arg_spec *specs, int n, const char *usage)
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
 }
 
+// peer_rank: 1 in a rank other than 0 of an mpirun/srun job. Flags are parsed before
+// MPI starts and every rank meets the same bad flag: only rank 0 says so (all exit 2).
+static int peer_rank(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
+                                       "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v) != 0;
+    }
+    return 0;
+}
+
+#define arg_error(...) (peer_rank() ? 0 : fprintf(stderr, __VA_ARGS__))
+
 static int parse_value(const arg_spec *s, const char *v, const char *command) {
     char *end = NULL;
     errno = 0;
@@ -29,7 +43,7 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
         arg_strings *list = s->target;
         const char **grown = realloc(list->v, sizeof *grown * (size_t)(list->n + 1));
         if (!grown) {
-            fprintf(stderr, "snaptp %s: out of memory\n", command);
+            arg_error("snaptp %s: out of memory\n", command);
             return 2;
         }
         grown[list->n++] = v;
@@ -43,7 +57,7 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
         if (errno || !*v || *end || x < INT_MIN || x > INT_MAX) break;
         const long lo = s->kind == ARG_POSITIVE ? 1 : s->kind == ARG_COUNT ? 0 : INT_MIN;
         if (x < lo) {
-            fprintf(stderr, "snaptp %s: %s must be at least %ld, got %s\n", command, s->name, lo, v);
+            arg_error("snaptp %s: %s must be at least %ld, got %s\n", command, s->name, lo, v);
             return 2;
         }
         *(int *)s->target = (int)x;
@@ -66,7 +80,7 @@ static int parse_value(const arg_spec *s, const char *v, const char *command) {
     case ARG_KIND_COUNT:
         break;
     }
-    fprintf(stderr, "snaptp %s: %s expects %s, got '%s'\n", command, s->name,
+    arg_error("snaptp %s: %s expects %s, got '%s'\n", command, s->name,
             s->kind == ARG_STRING || s->kind == ARG_STRINGS ? "a string"
             : s->kind == ARG_FLOAT                           ? "a decimal number"
                                                              : "an integer",
@@ -92,14 +106,14 @@ int args_parse(int argc, char **argv, const arg_spec *specs, int n, const char *
             }
         }
         if (!s) {
-            fprintf(stderr, "snaptp %s: unknown option '%s' (see snaptp %s --help)\n", command, a,
+            arg_error("snaptp %s: unknown option '%s' (see snaptp %s --help)\n", command, a,
                     command);
             return 2;
         }
         if (s->seen) *s->seen = 1;
         if (s->kind == ARG_FLAG) {
             if (inline_value) {
-                fprintf(stderr, "snaptp %s: %s takes no value\n", command, s->name);
+                arg_error("snaptp %s: %s takes no value\n", command, s->name);
                 return 2;
             }
             *(int *)s->target = 1;
@@ -108,7 +122,7 @@ int args_parse(int argc, char **argv, const arg_spec *specs, int n, const char *
         const char *v = inline_value;
         if (!v) {
             if (i + 1 >= argc) {
-                fprintf(stderr, "snaptp %s: %s needs a value (%s)\n", command, s->name,
+                arg_error("snaptp %s: %s needs a value (%s)\n", command, s->name,
                         s->meta ? s->meta : "value");
                 return 2;
             }

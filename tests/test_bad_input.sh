@@ -84,7 +84,21 @@ for name, data in [("st_big", struct.pack("<Q", 200 << 20) + s[8:]),
 os.makedirs(os.path.join(out, "st_arch"))
 os.link(os.path.join(src, "llama_gqa", "model.safetensors"),
         os.path.join(out, "st_arch", "model.safetensors"))
+b = bytearray(g)
+key = b"llama.attention.layer_norm_rms_epsilon"
+i = b.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+assert struct.unpack_from("<I", b, i)[0] == 6  # FLOAT32
+struct.pack_into("<f", b, i + 4, float("inf"))
+write("eps_inf.gguf", bytes(b))
 tj = json.load(open(os.path.join(src, "..", "data", "tokenizer", "tiny", "tokenizer.json")))
+# No merges and no single characters: words only, renumbered without gaps.
+t = json.loads(json.dumps(tj))
+words = [k for k, v in sorted(t["model"]["vocab"].items(), key=lambda kv: kv[1]) if len(k) > 1]
+t["model"]["vocab"] = {k: i for i, k in enumerate(words)}
+t["model"]["merges"] = []
+for j, a in enumerate(t["added_tokens"]): a["id"] = len(words) + j
+os.makedirs(os.path.join(out, "tok_nomerges"))
+json.dump(t, open(os.path.join(out, "tok_nomerges", "tokenizer.json"), "w"))
 vocab = tj["model"]["vocab"]
 keys = sorted(vocab, key=vocab.get)
 dup = json.loads(json.dumps(tj)); dup["model"]["vocab"][keys[20]] = vocab[keys[21]]
@@ -115,6 +129,17 @@ expect "safetensors header too large" "st_big/model.safetensors" "header" -- "${
 expect "safetensors malformed header" "st_json/model.safetensors" "JSON" -- "${run[@]}" "$work/st_json"
 expect "unsupported architecture" "st_arch" "gpt_neox" "model_type" -- "${run[@]}" "$work/st_arch"
 expect "no such model" "nothere.gguf" -- "${run[@]}" "$work/nothere.gguf"
+expect "rms epsilon inf" "eps_inf.gguf" "layer_norm_rms_epsilon) is inf" -- "${run[@]}" "$work/eps_inf.gguf"
+expect "vocabulary without merges" "the vocabulary has no token for the character 'h'" -- \
+    bash -c 'echo "hello world" | "$1" tokenize --tokenizer "$2"' _ "$bin" "$work/tok_nomerges"
+if command -v mpirun >/dev/null; then
+    mpi=(mpirun --oversubscribe --allow-run-as-root -np 3)
+    expect "mpirun: a flag error" "--tp must be at least 1, got 0" -- "${mpi[@]}" "$bin" inspect \
+        --model "$root/tests/golden/llama_gqa_gguf/model.gguf" --tp 0
+    n=$(grep -c "must be at least 1" "$work/err")
+    if [ "$n" = 1 ]; then passed=$((passed + 1)); echo "ok: mpirun: the flag error is printed once"
+    else failed=$((failed + 1)); echo "FAIL: mpirun: the flag error printed $n times"; fi
+fi
 expect "tokenizer.json with a duplicate id" "tok_dup.json: model.vocab[" "belongs to an earlier entry too" -- \
     bash -c 'echo hi | "$1" tokenize --tokenizer "$2"' _ "$bin" "$work/tok_dup.json"
 expect "tokenizer.json with a gap" "tok_gap.json: id" "has no token in model.vocab or added_tokens" -- \

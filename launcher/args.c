@@ -18,9 +18,7 @@ void args_print_help(FILE *out, const arg_spec *specs, int n, const char *usage)
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
 }
 
-// peer_rank: 1 in a rank other than 0 of an mpirun/srun job. Flags are parsed before
-// MPI starts and every rank meets the same bad flag: only rank 0 says so (all exit 2).
-static int peer_rank(void) {
+int args_peer_rank(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
                                        "SLURM_PROCID"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
@@ -30,7 +28,9 @@ static int peer_rank(void) {
     return 0;
 }
 
-#define arg_error(...) (peer_rank() ? 0 : fprintf(stderr, __VA_ARGS__))
+// Flags are parsed before MPI starts and every rank meets the same bad flag: only
+// rank 0 says so (all exit 2).
+#define arg_error(...) (args_peer_rank() ? 0 : fprintf(stderr, __VA_ARGS__))
 
 static int parse_value(const arg_spec *s, const char *v, const char *command) {
     char *end = NULL;

@@ -43,6 +43,10 @@ typedef struct arg_spec {
 int args_parse(int argc, char **argv, const arg_spec *specs, int n, const char *command,
                const char *usage);
 
+// args_peer_rank: 1 in a rank other than 0 of an mpirun/srun job, read from the
+// launcher's environment (usable before MPI starts, and by commands that never join it).
+int args_peer_rank(void);
+
 // args_find_value: the value of flag `name` ("--config") in argv, as `--name V` or
 // `--name=V`, or NULL; read before args_parse so a preset's values can be the
 // defaults that the other flags override.

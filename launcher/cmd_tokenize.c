@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "commands.h"
 #include "runtime/chat_template.h"
 #include "runtime/tokenizer.h"
@@ -137,25 +138,15 @@ static int fail(const char *cmd, const char *where) {
     return 1;
 }
 
-// launched_as_peer: 1 in a rank other than 0 of an mpirun/srun job. tokenize and
-// detokenize need no ranks (they never join MPI), and only rank 0 gets stdin: the
-// others would each print a copy of an empty result.
-static int launched_as_peer(void) {
-    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
-                                       "SLURM_PROCID"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) return atoi(v) != 0;
-    }
-    return 0;
-}
-
+// tokenize and detokenize need no ranks (they never join MPI), and only rank 0 gets
+// stdin under mpirun: the others leave at once (args_peer_rank) rather than each print
+// a copy of an empty result.
 int cmd_tokenize(int argc, char **argv) {
     const char *cmd = "tokenize";
     tok_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
-    if (launched_as_peer()) return 0;
+    if (args_peer_rank()) return 0;
     tokenizer *t = NULL;
     char *text = NULL, *chat = NULL;
     int32_t *ids = NULL;
@@ -291,7 +282,7 @@ int cmd_detokenize(int argc, char **argv) {
     tok_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
-    if (launched_as_peer()) return 0;
+    if (args_peer_rank()) return 0;
     tokenizer *t = NULL;
     char *text = NULL;
     int32_t *ids = NULL;

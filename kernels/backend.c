@@ -54,3 +54,35 @@ void backend_close(backend *b) {
     if (b->ops && b->ctx) b->ops->free(b->ctx);
     free(b);
 }
+
+static const char *const kv_dtype_names[KV_DTYPE_COUNT] = {
+    [KV_DTYPE_DEFAULT] = "default",
+    [KV_DTYPE_F32] = "f32",
+    [KV_DTYPE_F16] = "f16",
+    [KV_DTYPE_BF16] = "bf16",
+};
+
+int kv_dtype_parse(const char *s) {
+    for (int i = 0; s && i < KV_DTYPE_COUNT; i++)
+        if (strcmp(s, kv_dtype_names[i]) == 0) return i;
+    return -1;
+}
+
+const char *kv_dtype_name(kv_dtype t) {
+    return t >= 0 && t < KV_DTYPE_COUNT ? kv_dtype_names[t] : "?";
+}
+
+size_t backend_kv_bytes(const backend *b) {
+    return dtype_block_bytes(b->ops->kv_type(b->ctx));
+}
+
+int backend_kv_type_for(const char *name, kv_dtype asked) {
+    if (name && strcmp(name, "cuda") == 0)
+        return asked == KV_DTYPE_DEFAULT || asked == KV_DTYPE_BF16 ? DTYPE_BF16 : -1;
+    switch (asked) { // the CPU
+    case KV_DTYPE_DEFAULT:
+    case KV_DTYPE_F16: return DTYPE_F16;
+    case KV_DTYPE_F32: return DTYPE_F32;
+    default: return -1;
+    }
+}

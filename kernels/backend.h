@@ -2,7 +2,8 @@
 // the registry that opens one by name. The model is written once against these
 // ops; a backend never calls back into the model. Activation buffers are opaque
 // device memory holding `act_bytes`-sized elements (fp32 on CPU, bf16 on CUDA);
-// integer arrays (token ids, positions) are always host memory.
+// KV-cache buffers hold the backend's KV type instead (kv_type: f16 or fp32 on
+// CPU, bf16 on CUDA); integer arrays (token ids, positions) are always host memory.
 #ifndef SNAPTP_BACKEND_H
 #define SNAPTP_BACKEND_H
 
@@ -77,6 +78,21 @@ typedef struct snapkv_shape {
     float scale;   // 1/sqrt(D)
 } snapkv_shape;
 
+// The element type of K/V buffers (the decode cache, SnapKV's per-layer full K/V,
+// what the KV store writes). DEFAULT is the backend's choice: f16 on the CPU (half
+// the bytes a decode step reads, as llama.cpp's default cache), bf16 on CUDA.
+typedef enum kv_dtype {
+    KV_DTYPE_DEFAULT,
+    KV_DTYPE_F32,
+    KV_DTYPE_F16,
+    KV_DTYPE_BF16,
+    KV_DTYPE_COUNT
+} kv_dtype;
+
+// kv_dtype_parse: "f32", "f16", "bf16" (and "default"); -1 for anything else.
+int kv_dtype_parse(const char *s);
+const char *kv_dtype_name(kv_dtype t);
+
 typedef struct backend_options {
     int n_threads; // CPU threads; <= 0: the cores this process may run on
     int device;    // CUDA device ordinal (the local rank picks it)
@@ -84,6 +100,7 @@ typedef struct backend_options {
     // in place (--no-mmap: for files on network filesystems, or to pin them in
     // anonymous memory).
     int copy_weights;
+    kv_dtype kv_type; // K/V element type; a type the backend lacks is an init error
 } backend_options;
 
 typedef struct backend_ops {
@@ -121,7 +138,12 @@ typedef struct backend_ops {
     snp_status (*rope)(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
                        const rope_params *rp);
 
-    // cache[h, row0 + t, :] = src[t, h, :]   src: [T,Hkv,D]; cache: [Hkv,S_cap,D]
+    // The element type of this context's K/V buffers (DTYPE_F32, DTYPE_F16 or
+    // DTYPE_BF16): every op below that takes k, v or a cache reads and writes it.
+    dtype (*kv_type)(void *ctx);
+
+    // cache[h, row0 + t, :] = src[t, h, :]   src: [T,Hkv,D] activations; cache:
+    // [Hkv,S_cap,D] K/V elements (rounded to nearest even when narrower)
     snp_status (*kv_store)(void *ctx, void *cache, const void *src, int T, int Hkv, int D,
                            int S_cap, int row0);
 
@@ -191,6 +213,14 @@ typedef struct backend {
 snp_status attn_shape_check(const char *backend, const void *out, const void *q, const void *k,
                             const void *v, const attn_shape *s);
 snp_status snapkv_shape_check(const char *backend, const snapkv_shape *s, const char *op);
+
+// backend_kv_type_for: the K/V element type backend `name` uses when asked for
+// `asked` (DEFAULT: the backend's choice), or -1 when it cannot keep that type.
+// The backends' init and the memory plans (made before a backend opens) share it.
+int backend_kv_type_for(const char *name, kv_dtype asked);
+
+// backend_kv_bytes: bytes of one K/V element of an open backend.
+size_t backend_kv_bytes(const backend *b);
 
 // backend_open: opens the backend called `name` ("cpu", "cuda"); a name this build
 // lacks is an error that lists the ones it has.

@@ -152,6 +152,7 @@ int cmd_bench(int argc, char **argv) {
         so.tokenizer_path = rcfg.tokenizer;
         if (rcfg.backend) so.backend_name = rcfg.backend;
         so.n_threads = rcfg.threads;
+        so.kv_dtype = rcfg.kv_dtype;
         chunk = rcfg.chunk;
         if (rcfg.kv_policy) policy_name = rcfg.kv_policy;
         if (rcfg.pooling) pooling = rcfg.pooling;
@@ -171,6 +172,7 @@ int cmd_bench(int argc, char **argv) {
         {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL,
          "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
+        {"--kv-dtype", ARG_STRING, &so.kv_dtype, "f16|f32|bf16", "KV cache element type (CPU: f16, f32 halves nothing but is the exact reference; CUDA: bf16)", NULL},
         {"--chunk", ARG_POSITIVE, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv|full,snapkv",
          "KV policy (full); both: each length under each, the weights loaded once", NULL},

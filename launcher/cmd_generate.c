@@ -72,6 +72,7 @@ int cmd_generate(int argc, char **argv) {
         {"--threads", ARG_POSITIVE, &so.n_threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
         {"--no-mmap", ARG_FLAG, &so.no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &so.backend_name, "NAME", "cpu or cuda (default cpu)", NULL},
+        {"--kv-dtype", ARG_STRING, &so.kv_dtype, "f16|f32|bf16", "KV cache element type (CPU: f16, f32 halves nothing but is the exact reference; CUDA: bf16)", NULL},
         {"--chunk", ARG_POSITIVE, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV cache policy (full)", NULL},
         {"--window", ARG_INT, &snap.window, "N", "SnapKV observation window (32)", NULL},

@@ -26,6 +26,7 @@ static void print_config(const char *path, const model_config *c) {
 
 int cmd_inspect(int argc, char **argv) {
     const char *model_path = NULL, *policy_name = "full", *pooling = "max", *backend_name = "cpu";
+    const char *kv_name = NULL;
     int prompt_tokens = 4096, max_tokens = 256, chunk = 512, tp = 0;
     snapkv_params snap = snapkv_params_default();
     const arg_spec specs[] = {
@@ -40,6 +41,7 @@ int cmd_inspect(int argc, char **argv) {
         {"--pooling", ARG_STRING, &pooling, "avg|max", "SnapKV pooling (max)", NULL},
         {"--tp", ARG_POSITIVE, &tp, "N", "plan for N ranks (default: the ranks of this run)", NULL},
         {"--backend", ARG_STRING, &backend_name, "NAME", "cpu or cuda: sets the activation size", NULL},
+        {"--kv-dtype", ARG_STRING, &kv_name, "f16|f32|bf16", "KV cache element type (CPU: f16, f32 halves nothing but is the exact reference; CUDA: bf16)", NULL},
     };
     int rc = args_parse(argc, argv, specs, sizeof specs / sizeof specs[0], "inspect",
                         "usage: snaptp inspect --model PATH [--prompt-tokens N] [--kv-policy snapkv]");
@@ -63,8 +65,11 @@ int cmd_inspect(int argc, char **argv) {
     const size_t act_bytes = strcmp(backend_name, "cuda") == 0 ? 2 : 4;
     TRY_GOTO(st, model_plan_weights(model_path, &shard, act_bytes, &cfg, &weight_bytes), done);
     memory_plan plan;
-    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, prompt_tokens, max_tokens,
-                        chunk, policy, &snap, &plan);
+    dtype kv_type;
+    const session_options kv_opt = {.backend_name = backend_name, .kv_dtype = kv_name};
+    TRY_GOTO(st, session_kv_type(&kv_opt, &kv_type), done);
+    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, dtype_block_bytes(kv_type),
+                        prompt_tokens, max_tokens, chunk, policy, &snap, &plan);
     if (session_is_root(&s)) {
         print_config(model_path, &cfg);
         printf("\n");

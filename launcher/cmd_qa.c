@@ -197,6 +197,7 @@ int cmd_qa(int argc, char **argv) {
         {"--threads", ARG_POSITIVE, &rc.threads, "N", "CPU threads (default: the cores this process may run on, split between the ranks of a host; env SNAPTP_THREADS)", NULL},
         {"--no-mmap", ARG_FLAG, &no_mmap, NULL, "copy weights into memory instead of using the file's mapping", NULL},
         {"--backend", ARG_STRING, &rc.backend, "NAME", "cpu or cuda (cpu)", NULL},
+        {"--kv-dtype", ARG_STRING, &rc.kv_dtype, "f16|f32|bf16", "KV cache element type (CPU: f16, f32 halves nothing but is the exact reference; CUDA: bf16)", NULL},
         {"--mem-limit", ARG_STRING, &rc.mem_limit, "SIZE", "refuse plans over SIZE per rank (default: machine memory)", NULL},
         {"--quiet", ARG_FLAG, &quiet, NULL, "no progress line", NULL},
         {"--json", ARG_FLAG, &json, NULL, "print each answer and its stats as one JSON object per line", NULL},
@@ -212,6 +213,7 @@ int cmd_qa(int argc, char **argv) {
     }
     session_options so = {.model_path = rc.model, .tokenizer_path = rc.tokenizer,
                           .backend_name = rc.backend, .n_threads = rc.threads, .no_mmap = no_mmap,
+                          .kv_dtype = rc.kv_dtype,
                           .need_tokenizer = 1};
     char *document = NULL, *temp_dir = NULL;
     size_t n_document = 0;
@@ -296,9 +298,12 @@ int cmd_qa(int argc, char **argv) {
         TRY_GOTO(st, memory_parse_size(rc.mem_limit, &limit), done);
         limit_source = "--mem-limit";
     }
-    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, (int)longest, rc.max_tokens,
-                        rc.chunk, req.policy, &req.snapkv, &plan);
-    memory_plan_set_store(&plan, &cfg, shard.tp_size, act_bytes, n_prefix);
+    dtype kv_type;
+    TRY_GOTO(st, session_kv_type(&so, &kv_type), done);
+    const size_t kv_bytes = dtype_block_bytes(kv_type);
+    memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, kv_bytes, (int)longest,
+                        rc.max_tokens, rc.chunk, req.policy, &req.snapkv, &plan);
+    memory_plan_set_store(&plan, &cfg, shard.tp_size, kv_bytes, n_prefix);
     TRY_GOTO(st, memory_plan_check(&plan, limit, limit_source), done);
 
     TRY_GOTO(st, session_open_model(&so, &s), done);

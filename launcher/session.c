@@ -43,6 +43,28 @@ static snp_status session_check_vocab(const session_options *opt, const session 
                     opt->model_path, n_model);
 }
 
+static snp_status kv_dtype_from_flag(const session_options *opt, kv_dtype *out) {
+    *out = KV_DTYPE_DEFAULT;
+    if (!opt->kv_dtype) return SNP_OK;
+    const int t = kv_dtype_parse(opt->kv_dtype);
+    if (t < 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "--kv-dtype '%s' must be f16, f32 or bf16", opt->kv_dtype);
+    *out = (kv_dtype)t;
+    return SNP_OK;
+}
+
+snp_status session_kv_type(const session_options *opt, dtype *out) {
+    kv_dtype asked;
+    TRY(kv_dtype_from_flag(opt, &asked));
+    const char *backend = opt->backend_name ? opt->backend_name : "cpu";
+    const int t = backend_kv_type_for(backend, asked);
+    if (t < 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "--kv-dtype %s: the %s backend keeps %s", opt->kv_dtype,
+                        backend, strcmp(backend, "cuda") == 0 ? "bf16 only" : "f16 or f32");
+    *out = (dtype)t;
+    return SNP_OK;
+}
+
 snp_status session_open_model(const session_options *opt, session *out) {
     if (!opt->model_path) return snp_fail(SNP_ERR_ARGUMENT, "--model PATH is required");
     TRY(model_path_check(opt->model_path));
@@ -65,8 +87,11 @@ snp_status session_open_model(const session_options *opt, session *out) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = cores > local ? (int)(cores / local) : 1;
     }
+    kv_dtype kv_type;
+    TRY(kv_dtype_from_flag(opt, &kv_type));
     const backend_options bo = {.n_threads = n_threads,
                                 .copy_weights = opt->no_mmap,
+                                .kv_type = kv_type,
                                 .device = out->comm ? comm_local_rank(out->comm) : 0};
     TRY(backend_open(opt->backend_name ? opt->backend_name : "cpu", &bo, &out->be));
     // Device-memory backends join partial sums with NCCL where every rank has its

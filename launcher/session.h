@@ -14,6 +14,7 @@ typedef struct session_options {
     const char *backend_name;   // "cpu" unless given
     int n_threads;
     int no_mmap; // --no-mmap: copy weights out of the checkpoint (backend_options.copy_weights)
+    const char *kv_dtype; // --kv-dtype: "f16", "f32", "bf16"; NULL: the backend's default
     int need_tokenizer;
 } session_options;
 
@@ -45,6 +46,11 @@ snp_status session_open(const session_options *opt, session *out);
 snp_status session_open_tokenizer(const session_options *opt, session *out);
 snp_status session_open_model(const session_options *opt, session *out);
 void session_close(session *s);
+
+// session_kv_type: the K/V element type the backend of `opt` keeps for its
+// --kv-dtype, for memory plans made before the backend opens; an unknown name or a
+// type the backend cannot keep fails naming the flag.
+snp_status session_kv_type(const session_options *opt, dtype *out);
 
 // session_note_chat_template: on rank 0, says on stderr which template family a
 // prompt was formatted with when the model ships no chat template and the family was

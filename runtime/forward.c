@@ -41,6 +41,10 @@ static snp_status alloc_act(model *m, size_t n, void **out) {
     return m->be->ops->alloc(m->be->ctx, n * m->be->ops->act_bytes, out);
 }
 
+static snp_status alloc_kv(model *m, size_t n, void **out) {
+    return m->be->ops->alloc(m->be->ctx, n * backend_kv_bytes(m->be), out);
+}
+
 snp_status forward_init(model *m, int chunk, forward_ctx **out) {
     if (chunk <= 0)
         return snp_fail(SNP_ERR_ARGUMENT, "forward: chunk size %d must be positive", chunk);
@@ -388,8 +392,8 @@ snp_status forward_prefill(forward_ctx *f, kv_cache *kv, const int32_t *ids, int
         // One layer's full K/V, reused by every layer: the full KV of all layers never
         // exists at once (DESIGN.md, "Long prefill").
         const size_t full_elems = (size_t)Hkvl * (size_t)L * (size_t)D;
-        TRY_GOTO(st, alloc_act(m, full_elems, &full_k), done);
-        TRY_GOTO(st, alloc_act(m, full_elems, &full_v), done);
+        TRY_GOTO(st, alloc_kv(m, full_elems, &full_k), done);
+        TRY_GOTO(st, alloc_kv(m, full_elems, &full_v), done);
         TRY_GOTO(st, snapkv_workspace_init(m->be, p, L, Hl, Hkvl, D, &ws), done);
         snapkv_workspace_set_replicas(ws, f->kv_group);
     }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 size_t kv_cache_bytes(const backend *be, int n_layers, int Hkv, int D, int capacity) {
-    return 2 * (size_t)n_layers * (size_t)Hkv * (size_t)capacity * (size_t)D * be->ops->act_bytes;
+    return 2 * (size_t)n_layers * (size_t)Hkv * (size_t)capacity * (size_t)D * backend_kv_bytes(be);
 }
 
 snp_status kv_cache_init(backend *be, int n_layers, int Hkv, int D, int capacity,
@@ -28,7 +28,7 @@ snp_status kv_cache_init(backend *be, int n_layers, int Hkv, int D, int capacity
         st = snp_fail(SNP_ERR_MEMORY, "kv_cache: out of memory");
         goto fail;
     }
-    const size_t layer_bytes = (size_t)Hkv * (size_t)capacity * (size_t)D * be->ops->act_bytes;
+    const size_t layer_bytes = (size_t)Hkv * (size_t)capacity * (size_t)D * backend_kv_bytes(be);
     for (int l = 0; l < n_layers; l++) {
         TRY_GOTO(st, be->ops->alloc(be->ctx, layer_bytes, &kv->k[l]), fail);
         TRY_GOTO(st, be->ops->alloc(be->ctx, layer_bytes, &kv->v[l]), fail);

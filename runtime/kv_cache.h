@@ -15,7 +15,7 @@ typedef struct kv_cache {
     int Hkv, D;  // KV heads on this rank, head size
     int capacity; // rows allocated per head
     int n_keys;   // rows valid per head (equal across layers between forward calls)
-    void **k, **v; // [n_layers] buffers of Hkv * capacity * D activations
+    void **k, **v; // [n_layers] buffers of Hkv * capacity * D elements of the backend's KV type
 } kv_cache;
 
 // kv_cache_init: allocates n_layers x 2 buffers; fails naming the bytes asked for.

@@ -208,12 +208,13 @@ snp_status kv_store_identity_make(const char *model_path, const model *m, const 
     if (t) kv_store_fingerprint_tokenizer(t, out->tokenizer);
     else snprintf(out->tokenizer, sizeof out->tokenizer, "none");
     kv_store_hash_ids(prefix_ids, (size_t)n_prefix, out->prefix);
-    const size_t act = m->be->ops->act_bytes;
-    if (act != 4 && act != 2)
-        return snp_fail(SNP_ERR_UNSUPPORTED, "kv-store: backend %s has %zu-byte activations",
-                        m->be->ops->name, act);
-    out->dtype = act == 4 ? "F32" : "BF16";
-    out->act_bytes = (int)act;
+    const dtype kt = m->be->ops->kv_type(m->be->ctx);
+    if (kt != DTYPE_F32 && kt != DTYPE_F16 && kt != DTYPE_BF16)
+        return snp_fail(SNP_ERR_UNSUPPORTED, "kv-store: backend %s keeps its KV cache as %s",
+                        m->be->ops->name, dtype_name(kt));
+    out->kv_type = kt;
+    out->dtype = dtype_name(kt);
+    out->act_bytes = (int)dtype_block_bytes(kt);
     out->tp_size = m->shard.tp_size;
     out->tp_rank = m->shard.tp_rank;
     out->n_layers = m->cfg.n_layers;
@@ -463,7 +464,7 @@ static snp_status check_identity(const kv_store *s) {
     TRY(check_str(p, st, "tokenizer_fingerprint", id->tokenizer, "another tokenizer"));
     TRY(check_int(p, st, "tp_size", id->tp_size, "a job of another tp size"));
     TRY(check_int(p, st, "tp_rank", id->tp_rank, "another rank"));
-    TRY(check_str(p, st, "dtype", id->dtype, "a backend with other activations"));
+    TRY(check_str(p, st, "dtype", id->dtype, "another KV cache type (--kv-dtype) or backend"));
     TRY(check_int(p, st, "n_layers", id->n_layers, "another model"));
     TRY(check_int(p, st, "n_heads", id->n_heads, "another head layout"));
     TRY(check_int(p, st, "n_kv_heads", id->n_kv_heads, "another head layout"));
@@ -499,7 +500,7 @@ static snp_status bind_tensors(kv_store *s) {
             const uint64_t want[3] = {kind == 2 ? (uint64_t)id->n_query_rows : (uint64_t)id->n_kv_heads,
                                       kind == 2 ? (uint64_t)id->n_heads : (uint64_t)id->n_prefix,
                                       (uint64_t)id->head_dim};
-            const dtype want_type = kind == 2 || id->act_bytes == 4 ? DTYPE_F32 : DTYPE_BF16;
+            const dtype want_type = kind == 2 ? DTYPE_F32 : id->kv_type;
             if (t->n_dims != 3 || t->shape[0] != want[0] || t->shape[1] != want[1] ||
                 t->shape[2] != want[2] || t->type != want_type)
                 return snp_fail(SNP_ERR_FORMAT,

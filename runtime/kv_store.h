@@ -20,8 +20,9 @@ typedef struct kv_store_identity {
     char model[64];     // kv_store_fingerprint_model of the checkpoint
     char tokenizer[40]; // kv_store_fingerprint_tokenizer
     char prefix[40];    // kv_store_hash_ids of the prefix's token ids
-    const char *dtype;  // "F32" or "BF16": the backend's activations, stored as they are
-    int act_bytes;      // 4 or 2
+    const char *dtype;  // "F32", "F16" or "BF16": the backend's KV cache type, stored as it is
+    dtype kv_type;      // the same as an enum
+    int act_bytes;      // bytes of one stored K/V element: 4 or 2
     int tp_size, tp_rank;
     int n_layers, n_heads, n_kv_heads, head_dim; // this rank's heads
     int kv_head_first;  // the first (global) KV head this rank holds

@@ -9,10 +9,10 @@
 #include <unistd.h>
 
 void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_bytes,
-                         size_t act_bytes, int L, int max_new, int chunk, kv_policy policy,
-                         const snapkv_params *snap, memory_plan *out) {
+                         size_t act_bytes, size_t kv_bytes, int L, int max_new, int chunk,
+                         kv_policy policy, const snapkv_params *snap, memory_plan *out) {
     memset(out, 0, sizeof *out);
-    const uint64_t A = act_bytes, C = (uint64_t)c->n_embd, D = (uint64_t)c->head_dim;
+    const uint64_t A = act_bytes, KV = kv_bytes, C = (uint64_t)c->n_embd, D = (uint64_t)c->head_dim;
     const uint64_t Hl = (uint64_t)(c->n_heads / tp_size);
     const uint64_t Hkvl = (uint64_t)(c->n_kv_heads >= tp_size ? c->n_kv_heads / tp_size : 1);
     const uint64_t Fl = (uint64_t)(c->n_ff / tp_size), V = (uint64_t)c->n_vocab;
@@ -25,7 +25,7 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
     out->policy = policy;
     out->weights = weight_bytes;
     out->hidden = (uint64_t)L * C * A;
-    const uint64_t per_row = n_layers * 2 * Hkvl * D * A; // one cache row, all layers
+    const uint64_t per_row = n_layers * 2 * Hkvl * D * KV; // one cache row, all layers
     out->kv_cache_full = per_row * ((uint64_t)L + n_new);
     // Chunk buffers: xn, proj (C each), q, att (Hl*D), k, v (Hkvl*D), gate, up (Fl),
     // and up to 16 rows of logits (forward.c).
@@ -34,7 +34,7 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
     if (policy == KV_POLICY_SNAPKV) {
         const uint64_t kept = (uint64_t)snapkv_rows_kept(snap, L);
         const uint64_t P = L > snap->window ? (uint64_t)(L - snap->window) : 0;
-        out->layer_kv = 2 * Hkvl * (uint64_t)L * D * A;
+        out->layer_kv = 2 * Hkvl * (uint64_t)L * D * KV;
         out->kv_cache = per_row * (kept + n_new);
         out->workspace += P * (Hl + Hkvl) * 4 + kept * Hkvl * 4 * 2 +
                           (uint64_t)snap->window * Hl * D * (A + 4);
@@ -42,18 +42,18 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
         out->kv_cache = out->kv_cache_full;
     }
     out->total = out->weights + out->hidden + out->layer_kv + out->kv_cache + out->workspace;
-    memory_plan_set_store(out, c, tp_size, act_bytes, L);
+    memory_plan_set_store(out, c, tp_size, kv_bytes, L);
 }
 
-void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, size_t act_bytes,
+void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, size_t kv_bytes,
                            int n_prefix) {
     const int Hl = c->n_heads / tp_size;
     const int Hkvl = c->n_kv_heads >= tp_size ? c->n_kv_heads / tp_size : 1;
     p->store_prefix_tokens = n_prefix;
-    p->store_bytes = kv_store_data_bytes(c->n_layers, Hl, Hkvl, c->head_dim, (int)act_bytes, n_prefix);
+    p->store_bytes = kv_store_data_bytes(c->n_layers, Hl, Hkvl, c->head_dim, (int)kv_bytes, n_prefix);
     // Per document token: K and V of every layer; the query tail is a fixed cost.
     p->store_bytes_per_token = (uint64_t)c->n_layers * 2 * (uint64_t)Hkvl *
-                               (uint64_t)c->head_dim * (uint64_t)act_bytes;
+                               (uint64_t)c->head_dim * (uint64_t)kv_bytes;
 }
 
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }

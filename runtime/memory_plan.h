@@ -29,14 +29,15 @@ typedef struct memory_plan {
 } memory_plan;
 
 // memory_plan_compute: the plan for L prompt tokens and `max_new` generated ones.
-// weight_bytes comes from model_plan_weights; act_bytes from the backend.
+// weight_bytes comes from model_plan_weights; act_bytes from the backend; kv_bytes
+// is one K/V element (backend_kv_type_for: f16 or fp32 on CPU, bf16 on CUDA).
 void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_bytes,
-                         size_t act_bytes, int L, int max_new, int chunk, kv_policy policy,
-                         const snapkv_params *snap, memory_plan *out);
+                         size_t act_bytes, size_t kv_bytes, int L, int max_new, int chunk,
+                         kv_policy policy, const snapkv_params *snap, memory_plan *out);
 
 // memory_plan_set_store: the store figures for a document prefix of n_prefix tokens
 // (memory_plan_compute assumes the whole prompt is the document).
-void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, size_t act_bytes,
+void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, size_t kv_bytes,
                            int n_prefix);
 
 // memory_plan_check: fails with the plan's breakdown when total > limit_bytes.

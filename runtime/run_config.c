@@ -43,6 +43,7 @@ static const key_spec keys[] = {
     KEY("kv_policy", KEY_STRING, kv_policy, 0, 0),
     KEY("pooling", KEY_STRING, pooling, 0, 0),
     KEY("mem_limit", KEY_STRING, mem_limit, 0, 0),
+    KEY("kv_dtype", KEY_STRING, kv_dtype, 0, 0),
     KEY("threads", KEY_INT, threads, 1, 0),
     KEY("chunk", KEY_INT, chunk, 1, 0),
     KEY("tp", KEY_INT, tp, 1, 0),
@@ -111,6 +112,10 @@ static snp_status check_values(const char *path, const cJSON *root, const run_co
     if (strcmp(cfg->pooling, "avg") != 0 && strcmp(cfg->pooling, "max") != 0)
         return snp_fail(SNP_ERR_FORMAT, "config: %s: 'pooling' is '%s'; it must be avg or max", path,
                         cfg->pooling);
+    if (cfg->kv_dtype && strcmp(cfg->kv_dtype, "f16") != 0 && strcmp(cfg->kv_dtype, "f32") != 0 &&
+        strcmp(cfg->kv_dtype, "bf16") != 0)
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: 'kv_dtype' is '%s'; it must be f16, f32 or bf16",
+                        path, cfg->kv_dtype);
     if (cJSON_GetObjectItemCaseSensitive(root, "top_p") && cfg->sampling.top_p > 1)
         return snp_fail(SNP_ERR_FORMAT, "config: %s: 'top_p' is %g; it must be at most 1", path,
                         cfg->sampling.top_p);

@@ -17,6 +17,7 @@ typedef struct run_config {
     const char *kv_policy; // "full" | "snapkv"
     const char *pooling;   // "avg" | "max"
     const char *mem_limit; // "8G", or NULL for the machine's memory
+    const char *kv_dtype;  // "f16" | "f32" | "bf16", or NULL for the backend's default
     int threads;
     int chunk;
     int tp;                // expected number of ranks; 0 = whatever mpirun gives

@@ -241,7 +241,8 @@ int main(void) {
     const char *want = getenv("SNAPTP_PARITY_BACKEND");
     const char *cand_name = want && *want ? want : "cuda";
     backend *ref_be = NULL, *cand_be = NULL;
-    const backend_options ref_opt = {0};
+    // The reference keeps an fp32 KV cache: the exact CPU path, not the f16 default.
+    const backend_options ref_opt = {.kv_type = KV_DTYPE_F32};
     if (!test_check(&tc, backend_open("cpu", &ref_opt, &ref_be) == SNP_OK, "cpu: %s", snp_error()))
         return test_finish(&tc, "test_backend_parity");
     const backend_options cand_opt = {.device = 0};
@@ -254,7 +255,8 @@ int main(void) {
             return test_finish(&tc, "test_backend_parity");
         }
         printf("skipped: no GPU (%s); the harness runs CPU against CPU instead\n", snp_error());
-        const backend_options self_opt = {.n_threads = 1, .copy_weights = 1};
+        const backend_options self_opt = {.n_threads = 1, .copy_weights = 1,
+                                          .kv_type = KV_DTYPE_F32};
         if (!test_check(&tc, backend_open("cpu", &self_opt, &cand_be) == SNP_OK, "cpu: %s",
                         snp_error())) {
             backend_close(ref_be);

@@ -1,6 +1,9 @@
 // test_cpu_attention: the CPU backend's flash-style causal GQA attention against a
 // naive full softmax in double, over prefill, chunked prefill (q_offset > 0),
-// decode over thousands of keys (the key-split path), 1 to 3 threads, in place.
+// decode over thousands of keys (the key-split path), 1 to 3 threads, in place; with
+// an fp32 cache and with the default f16 cache (whose reference is the same naive
+// softmax over the f16-rounded keys and values: the kernel widens them exactly, so
+// the bound is the fp32 one).
 #include "../kernels/backend.h"
 #include "../kernels/cpu/cpu_backend.h"
 #include "support/test_support.h"
@@ -74,7 +77,7 @@ static void naive_attention(double *out, const float *q, const float *k, const f
     free(p);
 }
 
-static void run_case(backend *be, int n_threads, int T, int n_keys, int q_offset, int H, int Hkv,
+static void run_case(backend *be, const char *kv_name, int n_threads, int T, int n_keys, int q_offset, int H, int Hkv,
                      int D, int S_cap, float q_scale) {
     attn_shape s = {.T = T,
                     .H = H,
@@ -88,6 +91,9 @@ static void run_case(backend *be, int n_threads, int T, int n_keys, int q_offset
     float *q = malloc(sizeof(float) * nq), *out = malloc(sizeof(float) * nq);
     float *k = malloc(sizeof(float) * nkv), *v = malloc(sizeof(float) * nkv);
     double *ref = malloc(sizeof(double) * nq);
+    const int f16 = be->ops->kv_type(be->ctx) == DTYPE_F16;
+    uint16_t *k16 = f16 ? malloc(sizeof(uint16_t) * nkv) : NULL;
+    uint16_t *v16 = f16 ? malloc(sizeof(uint16_t) * nkv) : NULL;
     for (size_t i = 0; i < nq; i++)
         q[i] = rnd_normal() * q_scale;
     for (int h = 0; h < Hkv; h++)
@@ -98,10 +104,19 @@ static void run_case(backend *be, int n_threads, int T, int n_keys, int q_offset
                 k[at] = j < n_keys ? rnd_normal() : NAN;
                 v[at] = j < n_keys ? rnd_normal() : NAN;
             }
+    if (f16) { // the cache the backend holds, and the values the reference sees
+        for (size_t i = 0; i < nkv; i++) {
+            k16[i] = dtype_f32_to_f16(k[i]);
+            v16[i] = dtype_f32_to_f16(v[i]);
+            k[i] = dtype_f16_to_f32(k16[i]);
+            v[i] = dtype_f16_to_f32(v16[i]);
+        }
+    }
+    const void *kc = f16 ? (const void *)k16 : k, *vc = f16 ? (const void *)v16 : v;
     naive_attention(ref, q, k, v, &s);
-    snp_status st = be->ops->attention(be->ctx, out, q, k, v, &s);
+    snp_status st = be->ops->attention(be->ctx, out, q, kc, vc, &s);
     if (st == SNP_OK && n_threads == 2) { // again in place: out aliases q
-        st = be->ops->attention(be->ctx, q, q, k, v, &s);
+        st = be->ops->attention(be->ctx, q, q, kc, vc, &s);
         if (st == SNP_OK && memcmp(q, out, sizeof(float) * nq) != 0)
             st = snp_fail(SNP_ERR_INTERNAL, "in-place result differs from out-of-place");
     }
@@ -113,11 +128,11 @@ static void run_case(backend *be, int n_threads, int T, int n_keys, int q_offset
     }
     double re = ma / mr;
     check(st == SNP_OK && re <= TOL_ATTN,
-          "attention thr=%d T=%-4d keys=%-5d q_off=%-5d H=%-3d Hkv=%-2d D=%-3d |q|~%-4g: max abs "
+          "attention kv=%s thr=%d T=%-4d keys=%-5d q_off=%-5d H=%-3d Hkv=%-2d D=%-3d |q|~%-4g: max abs "
           "%.3g, rel %.3g %s",
-          n_threads, T, n_keys, q_offset, H, Hkv, D, (double)q_scale, ma, re,
+          kv_name, n_threads, T, n_keys, q_offset, H, Hkv, D, (double)q_scale, ma, re,
           st ? snp_error() : "");
-    free(q), free(out), free(k), free(v), free(ref);
+    free(q), free(out), free(k), free(v), free(ref), free(k16), free(v16);
 }
 
 int main(void) {
@@ -139,16 +154,18 @@ int main(void) {
         {2, 2, 0, 128, 1, 16, 8, 1},         // group wider than a tile
     };
     int threads[] = {2, 1, 3};
-    for (int ti = 0; ti < 3; ti++) {
+    const kv_dtype kv_types[] = {KV_DTYPE_F32, KV_DTYPE_F16};
+    for (int ti = 0; ti < 6; ti++) {
         backend *be = NULL;
-        backend_options opt = {.n_threads = threads[ti]};
+        const kv_dtype kv = kv_types[ti % 2];
+        backend_options opt = {.n_threads = threads[ti / 2], .kv_type = kv};
         if (backend_open("cpu", &opt, &be) != SNP_OK) {
             printf("FAIL backend_open cpu: %s\n", snp_error());
             return 1;
         }
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-            if (ti > 0 && cases[c].T * (long)cases[c].n_keys > 100000) continue; // time
-            run_case(be, threads[ti], cases[c].T, cases[c].n_keys, cases[c].q_offset, cases[c].H,
+            if (ti > 1 && cases[c].T * (long)cases[c].n_keys > 100000) continue; // time
+            run_case(be, kv_dtype_name(kv), threads[ti / 2], cases[c].T, cases[c].n_keys, cases[c].q_offset, cases[c].H,
                      cases[c].Hkv, cases[c].D, cases[c].S_cap, cases[c].q_scale);
         }
         backend_close(be);

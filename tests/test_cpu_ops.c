@@ -400,9 +400,60 @@ static void test_errors(backend *be) {
           snp_error());
 }
 
+// The default f16 K/V cache: kv_store rounds like dtype_f32_to_f16 (nearest even)
+// and saturates, kv_gather moves f16 rows unchanged, and a type the CPU cannot keep
+// is refused naming the ones it can.
+static void test_kv_f16(void) {
+    backend *be = NULL;
+    const backend_options opt = {.n_threads = 2}; // kv_type left at its default
+    if (backend_open("cpu", &opt, &be) != SNP_OK) {
+        check(0, "backend_open cpu (default KV type): %s", snp_error());
+        return;
+    }
+    const backend_ops *o = be->ops;
+    check(o->kv_type(be->ctx) == DTYPE_F16 && backend_kv_bytes(be) == 2,
+          "default CPU KV type is f16 (%s)", dtype_name(o->kv_type(be->ctx)));
+    enum { KT = 7, HKV = 2, D = 40, SCAP = 9, ROW0 = 1 };
+    static float src[KT * HKV * D];
+    static uint16_t cache[HKV * SCAP * D], gathered[HKV * 4 * D];
+    fill_normal(src, KT * HKV * D, 3.0f);
+    src[0] = 1e6f, src[1] = -1e6f, src[2] = NAN, src[3] = 65519.0f, src[4] = 5.96e-8f; // edges
+    snp_status st = o->kv_store(be->ctx, cache, src, KT, HKV, D, SCAP, ROW0);
+    int bad = 0;
+    for (int t = 0; t < KT; t++)
+        for (int h = 0; h < HKV; h++)
+            for (int d = 0; d < D; d++) {
+                float x = src[(t * HKV + h) * D + d];
+                uint16_t want = isnan(x) ? 0x7e00 : dtype_f32_to_f16(fminf(fmaxf(x, -65504.0f), 65504.0f));
+                uint16_t got = cache[(h * SCAP + ROW0 + t) * D + d];
+                bad += isnan(x) ? !isnan(dtype_f16_to_f32(got)) : got != want;
+            }
+    check(st == SNP_OK && bad == 0, "kv_store f16 rows %d..%d (saturation, NaN, subnormal): %d wrong",
+          ROW0, ROW0 + KT - 1, bad);
+    check(dtype_f16_to_f32(cache[ROW0 * D]) == 65504.0f &&
+              dtype_f16_to_f32(cache[ROW0 * D + 1]) == -65504.0f,
+          "kv_store f16 saturates 1e6 to 65504 (got %g, %g)", dtype_f16_to_f32(cache[ROW0 * D]),
+          dtype_f16_to_f32(cache[ROW0 * D + 1]));
+    static int32_t idx[HKV * 4] = {0, 3, 5, 7, 1, 2, 4, 6};
+    for (int i = 0; i < HKV * 4; i++) idx[i] += ROW0;
+    st = o->kv_gather(be->ctx, gathered, cache, idx, HKV, D, 4, SCAP, 4, 0);
+    bad = 0;
+    for (int h = 0; h < HKV; h++)
+        for (int i = 0; i < 4; i++)
+            bad += memcmp(gathered + (h * 4 + i) * D, cache + (h * SCAP + idx[h * 4 + i]) * D,
+                          sizeof(uint16_t) * D) != 0;
+    check(st == SNP_OK && bad == 0, "kv_gather f16 rows: %d wrong", bad);
+    backend_close(be);
+
+    const backend_options bf16 = {.kv_type = KV_DTYPE_BF16};
+    st = backend_open("cpu", &bf16, &be);
+    check(st != SNP_OK && strstr(snp_error(), "f16 or f32"), "cpu KV type bf16 refused: \"%s\"",
+          snp_error());
+}
+
 int main(void) {
     backend *be = NULL;
-    backend_options opt = {.n_threads = 0};
+    backend_options opt = {.n_threads = 0, .kv_type = KV_DTYPE_F32};
     if (backend_open("cpu", &opt, &be) != SNP_OK) {
         printf("FAIL backend_open cpu: %s\n", snp_error());
         return 1;
@@ -415,6 +466,7 @@ int main(void) {
     test_rope(be);
     test_errors(be);
     backend_close(be);
+    test_kv_f16();
     backend_close(NULL);
     return test_finish(&counts, "test_cpu_ops");
 }

@@ -2,8 +2,10 @@
 // tiny random models of tests/golden (made by tests/gen_golden_models.py): logits
 // at every prompt position within 1e-4 of the logit range (fp32), then 32 greedy
 // tokens decoded through the KV cache, identical, with their logits compared too.
-// Twice: with the weights used in place in the checkpoint's mapping (the default)
-// and copied into memory (--no-mmap); in place must hold for the GGUF model.
+// Three runs: with an fp32 KV cache, the weights used in place in the checkpoint's
+// mapping (the default) and copied into memory (--no-mmap; in place must hold for
+// the GGUF model); then with the default f16 KV cache, whose rounding of every key
+// and value (2^-11 relative) gives a looser bound.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,10 @@
 #include "support/test_support.h"
 
 // Max |Δlogit| relative to the golden row's range (max - min), fp32 reference.
-static const double TOL_LOGITS = 1e-4;
+// With the f16 KV cache the worst of these models measures 1.3e-3 (mistral, 64
+// tokens); the bound leaves about 2x.
+static const double TOL_LOGITS_F32_KV = 1e-4, TOL_LOGITS_F16_KV = 3e-3;
+static double TOL_LOGITS = TOL_LOGITS_F32_KV; // the run's bound
 // A small chunk so the 64-token prompts run through the multi-chunk prefill path.
 static const int PREFILL_CHUNK = 16;
 enum { N_GREEDY = 32 };
@@ -155,12 +160,16 @@ int main(void) {
     char *names[64], *paths[64];
     int n = test_golden_models(names, paths, 64);
     test_check(&tc, n >= 4, "expected at least 4 golden models in tests/golden, found %d", n);
-    for (int copy = 0; copy <= 1; copy++) {
+    for (int run = 0; run < 3; run++) {
         backend *be = NULL;
-        const backend_options bo = {.copy_weights = copy};
+        const int copy = run == 1;
+        const backend_options bo = {.copy_weights = copy,
+                                    .kv_type = run < 2 ? KV_DTYPE_F32 : KV_DTYPE_DEFAULT};
+        TOL_LOGITS = run < 2 ? TOL_LOGITS_F32_KV : TOL_LOGITS_F16_KV;
         if (!test_check(&tc, backend_open("cpu", &bo, &be) == SNP_OK, "cpu backend: %s",
                         snp_error()))
             break;
+        printf("# KV cache %s, bound %.0e\n", dtype_name(be->ops->kv_type(be->ctx)), TOL_LOGITS);
         for (int i = 0; i < n; i++)
             check_model(&tc, be, names[i], paths[i], copy);
         backend_close(be);

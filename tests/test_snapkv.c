@@ -2,8 +2,11 @@
 // (the published algorithm on HF transformers; kvpress-style GQA averaging): the
 // kept positions of every layer and KV head identical, the prefill logits and the
 // logits of 8 greedy decode steps over the compressed cache within 1e-4 of the
-// logit range. Then batched decode against one-at-a-time decode, and the
-// parameter checks of SNAPKV.md.
+// logit range, with an fp32 KV cache. Again with the default f16 cache: rounding
+// the keys moves votes near a tie, so the bound there is an overlap of at least 90%
+// per layer and head and looser logits (measured worst: overlap 63/64, prefill
+// 7e-4, decode 3.7e-3 where a kept row differs). Then batched decode against
+// one-at-a-time decode, and the parameter checks of SNAPKV.md.
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +20,8 @@
 #include "../runtime/snapkv.h"
 #include "support/test_support.h"
 
-static const double TOL_LOGITS = 1e-4;   // relative to the golden row's logit range
+// The run's bounds (fp32 KV first, then f16); logits relative to the row's range.
+static double TOL_LOGITS = 1e-4, TOL_DECODE = 1e-4, MIN_OVERLAP = 1.0;
 static const double TOL_BATCH = 1e-5;    // batched vs single decode, same arithmetic
 static const int PREFILL_CHUNK = 48;     // several chunks per prompt, window across two
 
@@ -68,7 +72,7 @@ static void check_selected(test_counts *tc, const char *tag, const model *m, con
             free(want);
         }
     }
-    test_check(tc, mismatched_heads == 0,
+    test_check(tc, MIN_OVERLAP < 1 ? worst_overlap >= MIN_OVERLAP * kept : mismatched_heads == 0,
                "%s: %d layer/head selections differ from the reference (worst overlap %d of %d)",
                tag, mismatched_heads, worst_overlap, kept);
     printf(" selected %s (worst overlap %d/%d)", mismatched_heads ? "DIFFER" : "identical",
@@ -121,7 +125,7 @@ static void check_case(test_counts *tc, const char *model_name, model *m, forwar
         st = forward_run(f, kv, &tok, 1, L + i, 0, logits);
         if (!test_check(tc, st == SNP_OK, "%s: decode: %s", tag, snp_error())) break;
     }
-    test_check(tc, worst <= TOL_LOGITS, "%s: decode logits rel error %.3g", tag, worst);
+    test_check(tc, worst <= TOL_DECODE, "%s: decode logits rel error %.3g", tag, worst);
     printf(" decode %.1e greedy %d/%d\n", worst, same, n_steps);
 done:
     kv_cache_free(kv);
@@ -199,35 +203,41 @@ int main(void) {
     check_params(&tc);
     char root[4000];
     test_source_path(root, sizeof root, "tests/golden_snapkv");
-    backend *be = NULL;
-    const backend_options bo = {0};
-    if (!test_check(&tc, backend_open("cpu", &bo, &be) == SNP_OK, "cpu backend: %s", snp_error()))
-        return test_finish(&tc, "test_snapkv");
     const char *models[] = {"llama_gqa", "qwen2_mha", "qwen3"};
     int n_cases = 0;
-    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
-        char dir[4200], path[4400];
-        snprintf(dir, sizeof dir, "%s/%s", root, models[i]);
-        snprintf(path, sizeof path, "%s/golden.json", dir);
-        cJSON *g = test_read_json(path);
-        if (!test_check(&tc, g != NULL, "missing %s", path)) continue;
-        model *m = NULL;
-        forward_ctx *f = NULL;
-        const model_shard whole = {0, 1};
-        if (test_check(&tc, model_load(dir, be, &whole, &m) == SNP_OK, "load %s: %s", dir, snp_error()) &&
-            test_check(&tc, forward_init(m, PREFILL_CHUNK, &f) == SNP_OK, "%s", snp_error())) {
-            const cJSON *c;
-            cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(g, "cases")) {
-                check_case(&tc, models[i], m, f, c, dir);
-                n_cases++;
+    for (int run = 0; run < 2; run++) {
+        backend *be = NULL;
+        const backend_options bo = {.kv_type = run == 0 ? KV_DTYPE_F32 : KV_DTYPE_F16};
+        if (!test_check(&tc, backend_open("cpu", &bo, &be) == SNP_OK, "cpu backend: %s", snp_error()))
+            return test_finish(&tc, "test_snapkv");
+        if (run == 1) TOL_LOGITS = 3e-3, TOL_DECODE = 1e-2, MIN_OVERLAP = 0.9;
+        printf("# KV cache %s: logits within %.0e (decode %.0e), kept positions overlap >= %.0f%%\n",
+               dtype_name(be->ops->kv_type(be->ctx)), TOL_LOGITS, TOL_DECODE, 100 * MIN_OVERLAP);
+        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+            char dir[4200], path[4400];
+            snprintf(dir, sizeof dir, "%s/%s", root, models[i]);
+            snprintf(path, sizeof path, "%s/golden.json", dir);
+            cJSON *g = test_read_json(path);
+            if (!test_check(&tc, g != NULL, "missing %s", path)) continue;
+            model *m = NULL;
+            forward_ctx *f = NULL;
+            const model_shard whole = {0, 1};
+            if (test_check(&tc, model_load(dir, be, &whole, &m) == SNP_OK, "load %s: %s", dir, snp_error()) &&
+                test_check(&tc, forward_init(m, PREFILL_CHUNK, &f) == SNP_OK, "%s", snp_error())) {
+                const cJSON *c;
+                cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(g, "cases")) {
+                    check_case(&tc, models[i], m, f, c, dir);
+                    n_cases++;
+                }
+                if (i == 0) check_batch(&tc, m, f);
             }
-            if (i == 0) check_batch(&tc, m, f);
+            forward_free(f);
+            model_free(m);
+            cJSON_Delete(g);
         }
-        forward_free(f);
-        model_free(m);
-        cJSON_Delete(g);
+        backend_close(be);
     }
-    test_check(&tc, n_cases >= 7, "expected at least 7 reference cases, found %d", n_cases);
-    backend_close(be);
+    test_check(&tc, n_cases >= 14, "expected at least 7 reference cases per KV type, found %d",
+               n_cases);
     return test_finish(&tc, "test_snapkv");
 }

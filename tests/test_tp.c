@@ -211,7 +211,12 @@ int main(int argc, char **argv) {
     backend *be = NULL;
     const char *bname = getenv("SNAPTP_TP_BACKEND");
     if (!bname || !*bname) bname = "cpu";
-    const backend_options bo = {.n_threads = 1, .device = comm_local_rank(c)};
+    // On the CPU an fp32 KV cache, so tp=N must match tp=1 to fp32 rounding: the f16
+    // default would round partial sums added in another order to different halves.
+    const backend_options bo = {.n_threads = 1,
+                                .device = comm_local_rank(c),
+                                .kv_type = strcmp(bname, "cpu") == 0 ? KV_DTYPE_F32
+                                                                     : KV_DTYPE_DEFAULT};
     int ok = test_check(&tc, backend_open(bname, &bo, &be) == SNP_OK, "%s: %s", bname, snp_error());
     if (ok && !be->ops->host_memory) {
         // The device the backend chose (the local rank wrapped), as session.c does.

@@ -37,6 +37,7 @@ typedef struct att_plan {
 } att_plan;
 
 typedef struct att_scratch {
+    float *kb, *vb; // [ATT_BK, D] an f16 cache's key block, as fp32 (NULL for fp32)
     float *q; // [rows_max, D] the tile's queries, pre-scaled
     float *S; // [rows_max, ATT_BK] scores, then probabilities
     float *O; // [rows_max, D] unnormalized output
@@ -49,8 +50,11 @@ static int64_t min64(int64_t a, int64_t b) {
 }
 
 // Online softmax over keys [ka, kb) of KV head hk for the tile's rows; leaves
-// (m, l, O) in w. Row r is token t0 + r / g, query head hk * g + r % g.
-static void att_tile(const att_plan *p, const float *q, const float *k, const float *v, int hk,
+// (m, l, O) in w. Row r is token t0 + r / g, query head hk * g + r % g. An f16
+// cache (w->kb set) is widened one key block at a time into scratch that stays in
+// L1/L2, so the products are the same fp32 sgemm and the cache is read at half the
+// bytes.
+static void att_tile(const att_plan *p, const float *q, const void *k, const void *v, int hk,
                      int t0, int nt, int64_t ka, int64_t kb, att_scratch *w) {
     const attn_shape *s = p->s;
     const int D = s->D, g = p->g, rows = nt * g;
@@ -65,12 +69,22 @@ static void att_tile(const att_plan *p, const float *q, const float *k, const fl
         w->l[r] = 0.0f;
     }
     memset(w->O, 0, sizeof(float) * (size_t)rows * D);
-    const float *kh = k + (size_t)hk * s->S_cap * D, *vh = v + (size_t)hk * s->S_cap * D;
+    const size_t head = (size_t)hk * s->S_cap * D;
 
     for (int64_t k0 = ka; k0 < kb; k0 += ATT_BK) {
         int nk = (int)min64(ATT_BK, kb - k0);
+        const float *kblk, *vblk;
+        if (w->kb) {
+            cpu_vec_from_f16(w->kb, (const uint16_t *)k + head + k0 * D, (size_t)nk * D);
+            cpu_vec_from_f16(w->vb, (const uint16_t *)v + head + k0 * D, (size_t)nk * D);
+            kblk = w->kb;
+            vblk = w->vb;
+        } else {
+            kblk = (const float *)k + head + k0 * D;
+            vblk = (const float *)v + head + k0 * D;
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1.0f, w->q, D,
-                    kh + k0 * D, D, 0.0f, w->S, ATT_BK); // S[rows, nk] = q K^T
+                    kblk, D, 0.0f, w->S, ATT_BK); // S[rows, nk] = q K^T
         // Causal mask, only where the block reaches past the tile's first token.
         if (k0 + nk - 1 > (int64_t)s->q_offset + t0) {
             for (int ti = 0; ti < nt; ti++) {
@@ -99,11 +113,11 @@ static void att_tile(const att_plan *p, const float *q, const float *k, const fl
             w->m[r] = m_new;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, nk, 1.0f, w->S, ATT_BK,
-                    vh + k0 * D, D, 1.0f, w->O, D); // O[rows, D] += P V
+                    vblk, D, 1.0f, w->O, D); // O[rows, D] += P V
     }
 }
 
-static snp_status att_check(const float *out, const float *q, const float *k, const float *v,
+static snp_status att_check(const float *out, const float *q, const void *k, const void *v,
                             const attn_shape *s) {
     return attn_shape_check("cpu", out, q, k, v, s);
 }
@@ -136,7 +150,8 @@ typedef struct att_job {
     cpu_ctx *c;
     const att_plan *p;
     float *out, *parts;
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v; // the context's KV type
     size_t part_floats; // m, l, O of one item
     _Atomic int failed;
 } att_job;
@@ -147,7 +162,10 @@ static void att_item(void *arg, int64_t it, int tid) {
     const attn_shape *s = p->s;
     const int D = s->D, g = p->g;
     const size_t rm = (size_t)p->rows_max;
-    float *buf = cpu_scratch(j->c, tid, sizeof(float) * (rm * D * 2 + rm * ATT_BK + 2 * rm));
+    const int f16 = j->c->kv_type == DTYPE_F16;
+    const size_t block = f16 ? (size_t)ATT_BK * D : 0;
+    float *buf = cpu_scratch(j->c, tid,
+                             sizeof(float) * (rm * D * 2 + rm * ATT_BK + 2 * rm + 2 * block));
     if (!buf) {
         j->failed = 1;
         return;
@@ -155,6 +173,10 @@ static void att_item(void *arg, int64_t it, int tid) {
     att_scratch w = {.q = buf, .O = buf + rm * D, .S = buf + 2 * rm * D};
     w.m = w.S + rm * ATT_BK;
     w.l = w.m + rm;
+    if (f16) {
+        w.kb = w.l + rm;
+        w.vb = w.kb + block;
+    }
     // Last tiles first: under the causal mask they have the most keys, and items
     // handed out in order balance best when the big ones go out early.
     int64_t per_tile = (int64_t)s->Hkv * p->n_split;
@@ -221,7 +243,8 @@ static void att_merge(void *arg, int64_t tr, int tid) {
 
 // attention: out[t,h,:] = sum_j softmax_j(scale q[t,h,:] . k[h/g,j,:]) v[h/g,j,:]
 //   over keys j <= q_offset + t, j < n_keys; g = H / Hkv
-// q, out: [T,H,D] fp32; k, v: [Hkv,S_cap,D] fp32, rows past n_keys never read;
+// q, out: [T,H,D] fp32; k, v: [Hkv,S_cap,D] of the KV type (fp32 or f16), rows past
+// n_keys never read;
 // out may alias q (each q row is read only by the item that writes its out row).
 // Work items: (KV head, tile of Bq tokens x its g query heads, key range), handed
 // out biggest (latest) tiles first; decode and other small T split the keys so the

@@ -74,6 +74,15 @@ static snp_status cpu_init(const backend_options *opt, void **out_ctx) {
     const char *q8 = getenv("SNAPTP_CPU_MATVEC_Q8");
     c->matvec_q8 = q8 && q8[0] == '1';
     c->copy_weights = opt ? opt->copy_weights : 0;
+    const kv_dtype kv = opt ? opt->kv_type : KV_DTYPE_DEFAULT;
+    const int kv_type = backend_kv_type_for("cpu", kv);
+    if (kv_type < 0) {
+        cpu_free(c);
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "cpu: KV cache type '%s' is not supported here (f16 or f32)",
+                        kv_dtype_name(kv));
+    }
+    c->kv_type = (dtype)kv_type;
     // Every op splits its work over the pool and calls BLAS on small panels from
     // inside it; a threaded OpenBLAS on top would oversubscribe the cores and its
     // spinning threads fight ours. Process-wide, which is what we want.
@@ -230,6 +239,10 @@ snp_status cpu_embed(void *ctx, void *x, const bk_weight *table, const int32_t *
     return SNP_OK;
 }
 
+static dtype cpu_kv_type(void *ctx) {
+    return ((const cpu_ctx *)ctx)->kv_type;
+}
+
 static snp_status cpu_sync(void *ctx) {
     return SNP_OK;
 }
@@ -250,6 +263,7 @@ const backend_ops cpu_backend_ops = {
     .rms_norm = cpu_rms_norm,
     .matmul = cpu_matmul,
     .rope = cpu_rope,
+    .kv_type = cpu_kv_type,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,

@@ -24,6 +24,7 @@ typedef struct cpu_ctx {
     // Set from the environment, SNAPTP_CPU_MATVEC_Q8=1, until backend_options has it.
     int matvec_q8;
     int copy_weights; // backend_options.copy_weights: never use a mapping in place
+    dtype kv_type;    // DTYPE_F16 (default) or DTYPE_F32: the element of K/V buffers
     // Per-thread fp32 scratch kept across calls (the matmul panels: 4 MiB freshly
     // mapped per call cost page faults); index = the pool's thread id. One op uses
     // it at a time.
@@ -95,5 +96,10 @@ float cpu_vec_max(const float *x, int n); // -inf when every element is -inf
 void cpu_vec_scale(float *x, float a, int n);
 // cpu_vec_silu_mul: y[i] = gate[i] / (1 + exp(-gate[i])) * up[i]; y may alias either.
 void cpu_vec_silu_mul(float *y, const float *gate, const float *up, size_t n);
+// f16 K/V: fp32 -> f16 rounds to nearest even and saturates at +-65504 (NaN stays
+// NaN); f16 -> fp32 is exact; the dot accumulates in fp32.
+void cpu_vec_to_f16(uint16_t *dst, const float *src, size_t n);
+void cpu_vec_from_f16(float *dst, const uint16_t *src, size_t n);
+float cpu_vec_dot_f16(const uint16_t *a, const float *x, int n);
 
 #endif

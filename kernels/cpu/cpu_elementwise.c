@@ -69,20 +69,27 @@ snp_status cpu_add(void *ctx, void *y, const void *x, size_t n) {
 }
 
 typedef struct kv_store_job {
-    float *cache;
+    void *cache;
     const float *src;
     int T, Hkv, D, S_cap, row0;
+    dtype type; // the cache's element
 } kv_store_job;
 
 static void kv_store_head(void *arg, int64_t h, int tid) {
     const kv_store_job *j = arg;
-    for (int t = 0; t < j->T; t++)
-        memcpy(j->cache + ((size_t)h * j->S_cap + j->row0 + t) * j->D,
-               j->src + ((size_t)t * j->Hkv + h) * j->D, sizeof(float) * (size_t)j->D);
+    for (int t = 0; t < j->T; t++) {
+        const size_t row = (size_t)h * j->S_cap + j->row0 + t;
+        const float *src = j->src + ((size_t)t * j->Hkv + h) * j->D;
+        if (j->type == DTYPE_F16)
+            cpu_vec_to_f16((uint16_t *)j->cache + row * j->D, src, (size_t)j->D);
+        else
+            memcpy((float *)j->cache + row * j->D, src, sizeof(float) * (size_t)j->D);
+    }
 }
 
 // kv_store: cache[h, row0 + t, :] = src[t, h, :]
-// src: [T, Hkv, D] fp32; cache: [Hkv, S_cap, D] fp32; rows row0 .. row0 + T - 1 must fit.
+// src: [T, Hkv, D] fp32; cache: [Hkv, S_cap, D] of the context's KV type (fp32, or
+// f16 rounded to nearest even); rows row0 .. row0 + T - 1 must fit.
 snp_status cpu_kv_store(void *ctx, void *cache, const void *src, int T, int Hkv, int D, int S_cap,
                         int row0) {
     cpu_ctx *c = ctx;
@@ -99,7 +106,7 @@ snp_status cpu_kv_store(void *ctx, void *cache, const void *src, int T, int Hkv,
         return snp_fail(SNP_ERR_ARGUMENT,
                         "cpu: kv_store: rows %d .. %lld do not fit a cache of %d rows per head",
                         row0, (long long)row0 + T - 1, S_cap);
-    kv_store_job job = {cache, src, T, Hkv, D, S_cap, row0};
+    kv_store_job job = {cache, src, T, Hkv, D, S_cap, row0, c->kv_type};
     cpu_pool_for(c->pool, threads_for(c, (size_t)T * Hkv * D), Hkv, kv_store_head, &job);
     return SNP_OK;
 }

@@ -14,7 +14,7 @@ typedef struct votes_job {
     cpu_ctx *c;
     float *votes;
     const float *Q; // [w, H, D]
-    const float *K; // [Hkv, S_cap, D]
+    const void *K; // [Hkv, S_cap, D] of the context's KV type
     const snapkv_shape *s;
     _Atomic int failed;
 } votes_job;
@@ -29,7 +29,10 @@ static void votes_head(void *arg, int64_t item, int tid) {
         j->failed = 1;
         return;
     }
-    const float *Kh = j->K + (size_t)(h / G) * (size_t)s->S_cap * (size_t)D;
+    const size_t head_elems = (size_t)(h / G) * (size_t)s->S_cap * (size_t)D;
+    const int f16 = j->c->kv_type == DTYPE_F16;
+    const float *Kh = f16 ? NULL : (const float *)j->K + head_elems;
+    const uint16_t *Kh16 = f16 ? (const uint16_t *)j->K + head_elems : NULL;
     float *vh = j->votes + (size_t)h * (size_t)P;
     memset(vh, 0, sizeof(float) * (size_t)P);
     for (int i = 0; i < w; i++) {
@@ -38,13 +41,18 @@ static void votes_head(void *arg, int64_t item, int tid) {
         const int n_seen = P + i + 1;
         float m = -INFINITY;
         for (int k = 0; k < n_seen; k++) {
-            const float *kk = Kh + (size_t)k * (size_t)D;
             float dot = 0;
-            // Lane-wise partial sums: a strict left-to-right sum would keep the loop
-            // scalar, and this loop is most of a question's time over a KV store.
+            if (f16) {
+                dot = cpu_vec_dot_f16(Kh16 + (size_t)k * (size_t)D, q, D);
+            } else {
+                const float *kk = Kh + (size_t)k * (size_t)D;
+                // Lane-wise partial sums: a strict left-to-right sum would keep the
+                // loop scalar, and this loop is most of a question's time over a KV
+                // store.
 #pragma omp simd reduction(+ : dot)
-            for (int d = 0; d < D; d++)
-                dot += q[d] * kk[d];
+                for (int d = 0; d < D; d++)
+                    dot += q[d] * kk[d];
+            }
             row[k] = dot * s->scale;
             if (row[k] > m) m = row[k];
         }
@@ -172,20 +180,21 @@ snp_status cpu_snapkv_select(void *ctx, int32_t *idx, const float *pooled, const
 }
 
 typedef struct gather_job {
-    float *dst;
-    const float *src;
+    char *dst;
+    const char *src;
     const int32_t *idx;
     int D, n_idx, src_cap, dst_cap, row0;
+    size_t elem; // bytes of one K/V element
 } gather_job;
 
 static void gather_head(void *arg, int64_t item, int tid) {
     const gather_job *j = arg;
     const int g = (int)item;
+    const size_t row_bytes = j->elem * (size_t)j->D;
     for (int i = 0; i < j->n_idx; i++) {
         int32_t k = j->idx[(size_t)g * (size_t)j->n_idx + (size_t)i];
-        memcpy(j->dst + ((size_t)g * (size_t)j->dst_cap + (size_t)(j->row0 + i)) * (size_t)j->D,
-               j->src + ((size_t)g * (size_t)j->src_cap + (size_t)k) * (size_t)j->D,
-               sizeof(float) * (size_t)j->D);
+        memcpy(j->dst + ((size_t)g * (size_t)j->dst_cap + (size_t)(j->row0 + i)) * row_bytes,
+               j->src + ((size_t)g * (size_t)j->src_cap + (size_t)k) * row_bytes, row_bytes);
     }
 }
 
@@ -203,7 +212,7 @@ snp_status cpu_kv_gather(void *ctx, void *dst, const void *src, const int32_t *i
                                 "kv_gather: index %d of head %d is outside [0, %d)", j, g, src_cap);
         }
     cpu_ctx *c = ctx;
-    gather_job job = {dst, src, idx, D, n_idx, src_cap, dst_cap, row0};
+    gather_job job = {dst, src, idx, D, n_idx, src_cap, dst_cap, row0, dtype_block_bytes(c->kv_type)};
     cpu_pool_for(c->pool, c->n_threads, Hkv, gather_head, &job);
     return SNP_OK;
 }

@@ -118,3 +118,61 @@ void cpu_vec_silu_mul(float *y, const float *gate, const float *up, size_t n) {
     for (; i < n; i++)
         y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
+
+// The f16 K/V helpers. Stores round to nearest even and saturate: a finite value
+// past f16's 65504 is kept as +-65504 instead of becoming inf (an inf key would
+// turn every score of its row into NaN); NaN stays NaN.
+#define F16_MAX 65504.0f
+
+void cpu_vec_to_f16(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+#if CPU_VEC_AVX2 && defined(__F16C__)
+    const __m256 hi = _mm256_set1_ps(F16_MAX), lo = _mm256_set1_ps(-F16_MAX);
+    for (; i + 8 <= n; i += 8) {
+        // MINPS/MAXPS return their second operand when either is NaN: x goes second,
+        // so a NaN passes through.
+        __m256 x = _mm256_max_ps(lo, _mm256_min_ps(hi, _mm256_loadu_ps(src + i)));
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    }
+#endif
+    for (; i < n; i++) {
+        float x = src[i];
+        x = x > F16_MAX ? F16_MAX : x < -F16_MAX ? -F16_MAX : x;
+        dst[i] = dtype_f32_to_f16(x);
+    }
+}
+
+void cpu_vec_from_f16(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+#if CPU_VEC_AVX2 && defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++)
+        dst[i] = dtype_f16_to_f32(src[i]);
+}
+
+float cpu_vec_dot_f16(const uint16_t *a, const float *x, int n) {
+    int i = 0;
+    float s = 0.0f;
+#if CPU_VEC_AVX2 && defined(__F16C__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))),
+                             _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))),
+                             _mm256_loadu_ps(x + i + 8), a1);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))),
+                             _mm256_loadu_ps(x + i), a0);
+    __m256 v = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    s = _mm_cvtss_f32(h);
+#endif
+    for (; i < n; i++)
+        s += dtype_f16_to_f32(a[i]) * x[i];
+    return s;
+}

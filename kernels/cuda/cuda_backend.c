@@ -100,6 +100,12 @@ static snp_status cuda_init(const backend_options *opt, void **out_ctx) {
     // The launcher passes the local rank: wrapping it around the visible devices
     // serves both one GPU per rank (CUDA_VISIBLE_DEVICES unset) and ranks sharing a
     // GPU (tests; the host-staged all-reduce then joins them).
+    const kv_dtype kv = opt ? opt->kv_type : KV_DTYPE_DEFAULT;
+    if (backend_kv_type_for("cuda", kv) < 0)
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "cuda: KV cache type '%s' is not supported here (bf16, the activation "
+                        "type)",
+                        kv_dtype_name(kv));
     int dev = opt ? opt->device : 0;
     if (dev < 0)
         return snp_fail(SNP_ERR_ARGUMENT, "cuda: init: device %d is negative", dev);
@@ -366,6 +372,12 @@ static int cuda_device(void *ctx) {
     return ctx ? ((cuda_ctx *)ctx)->device : -1;
 }
 
+// kv_type: the cache is kept in the activation type, so K/V rows move between
+// activations and the cache without a conversion kernel.
+static dtype cuda_kv_type(void *ctx) {
+    return DTYPE_BF16;
+}
+
 const backend_ops cuda_backend_ops = {
     .name = "cuda",
     .act_bytes = 2, // bf16
@@ -381,6 +393,7 @@ const backend_ops cuda_backend_ops = {
     .rms_norm = cuda_checked_rms_norm,
     .matmul = cuda_checked_matmul,
     .rope = cuda_checked_rope,
+    .kv_type = cuda_kv_type,
     .kv_store = cuda_checked_kv_store,
     .attention = cuda_checked_attention,
     .swiglu = cuda_checked_swiglu,

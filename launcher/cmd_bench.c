@@ -13,6 +13,7 @@
 #include "../runtime/memory_plan.h"
 #include "../runtime/sampler.h"
 #include "../runtime/run_config.h"
+#include "../runtime/snapkv_preset.h"
 #include "args.h"
 #include "commands.h"
 #include "session.h"
@@ -136,7 +137,7 @@ int cmd_bench(int argc, char **argv) {
     const char *lengths_arg = "512";
     int gen = 128, repeat = 3, json = 0, chunk = 512;
     const char *policy_name = "full", *pooling = "max";
-    snapkv_params snap = snapkv_params_default();
+    snapkv_params snap = {.pooling = SNAPKV_POOL_MAX}; // 0s: the model's preset fills them
     kv_policy policies[BENCH_MAX_POLICIES];
     int n_policies = 0;
     // A preset (configs/*.json, as cluster/snaptp.sbatch passes) gives the defaults.
@@ -176,9 +177,9 @@ int cmd_bench(int argc, char **argv) {
         {"--chunk", ARG_POSITIVE, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv|full,snapkv",
          "KV policy (full); both: each length under each, the weights loaded once", NULL},
-        {"--window", ARG_INT, &snap.window, "N", "SnapKV window (32)", NULL},
-        {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows per KV head (2048)", NULL},
-        {"--kernel", ARG_INT, &snap.kernel, "N", "SnapKV pooling kernel (7)", NULL},
+        {"--window", ARG_POSITIVE, &snap.window, "N", "SnapKV window (the model's preset, else 32)", NULL},
+        {"--budget", ARG_POSITIVE, &snap.budget, "N", "SnapKV rows per KV head (the model's preset, else 2048)", NULL},
+        {"--kernel", ARG_POSITIVE, &snap.kernel, "N", "SnapKV pooling kernel (the model's preset, else 7)", NULL},
         {"--pooling", ARG_STRING, &pooling, "avg|max", "SnapKV pooling (max)", NULL},
         {"--json", ARG_FLAG, &json, NULL, "one JSON object per length on stdout", NULL},
     };
@@ -208,10 +209,11 @@ int cmd_bench(int argc, char **argv) {
     if (st != SNP_OK) goto done;
     if ((st = parse_policies(policy_name, policies, &n_policies)) != SNP_OK) goto done;
     if ((st = snapkv_pooling_parse(pooling, &snap.pooling)) != SNP_OK) goto done;
+    if ((st = session_open(&so, &s)) != SNP_OK) goto done;
+    const snapkv_preset *preset = snapkv_params_fill(&snap, &s.m->cfg);
     for (int p = 0; p < n_policies; p++)
         if (policies[p] == KV_POLICY_SNAPKV && (st = snapkv_params_validate(&snap)) != SNP_OK)
             goto done;
-    if ((st = session_open(&so, &s)) != SNP_OK) goto done;
     if ((st = forward_init(s.m, chunk, &f)) != SNP_OK) goto done;
     if ((st = forward_set_comm(f, s.comm)) != SNP_OK) goto done;
     const int root = session_is_root(&s);
@@ -242,7 +244,12 @@ int cmd_bench(int argc, char **argv) {
             if (policy == KV_POLICY_SNAPKV) {
                 cJSON_AddNumberToObject(o, "window", snap.window);
                 cJSON_AddNumberToObject(o, "budget", snap.budget);
+                cJSON_AddNumberToObject(o, "kernel", snap.kernel);
+                cJSON_AddStringToObject(o, "pooling", snapkv_pooling_name(snap.pooling));
+                if (preset) cJSON_AddStringToObject(o, "snapkv_preset", preset->name);
+                else cJSON_AddNullToObject(o, "snapkv_preset");
             }
+            cJSON_AddStringToObject(o, "kv_dtype", dtype_name(s.be->ops->kv_type(s.be->ctx)));
             cJSON_AddNumberToObject(o, "kv_bytes", (double)r.kv_bytes);
             cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)memory_peak_rss_bytes());
             if (r.prompt_tokens > 0) {

@@ -5,6 +5,7 @@
 
 #include "../runtime/memory_plan.h"
 #include "../runtime/model.h"
+#include "../runtime/snapkv_preset.h"
 #include "args.h"
 #include "commands.h"
 #include "session.h"
@@ -24,20 +25,45 @@ static void print_config(const char *path, const model_config *c) {
            !c->qkv_bias && !c->qk_norm ? "none" : "");
 }
 
+// print_snapkv: the SnapKV settings a run of this model gets when no config or flag
+// sets them, and where each comes from.
+static void print_snapkv(const model_config *c, const snapkv_params *given, dtype kv_type) {
+    snapkv_params p = *given;
+    const snapkv_params def = snapkv_params_default();
+    const snapkv_preset *used = snapkv_params_fill(&p, c), *pre = snapkv_preset_match(c);
+    printf("kv cache      %s (%zu bytes per element; --kv-dtype)\n", dtype_name(kv_type),
+           dtype_block_bytes(kv_type));
+    printf("snapkv        window %d, budget %d, kernel %d, %s pooling\n", p.window, p.budget,
+           p.kernel, snapkv_pooling_name(p.pooling));
+    if (pre) {
+        char sets[96] = "";
+        size_t n = 0;
+        if (pre->window) n += snprintf(sets + n, sizeof sets - n, " window %d", pre->window);
+        if (pre->budget) n += snprintf(sets + n, sizeof sets - n, " budget %d", pre->budget);
+        if (pre->kernel) snprintf(sets + n, sizeof sets - n, " kernel %d", pre->kernel);
+        printf("snapkv preset %s (matched by architecture and shape):%s%s; %s\n", pre->name, sets,
+               used ? "" : " (not used: the flags set these)", pre->why);
+    }
+    else
+        printf("snapkv preset none for this shape: snaptp's defaults (window %d, budget %d, "
+               "kernel %d)\n",
+               def.window, def.budget, def.kernel);
+}
+
 int cmd_inspect(int argc, char **argv) {
     const char *model_path = NULL, *policy_name = "full", *pooling = "max", *backend_name = "cpu";
     const char *kv_name = NULL;
     int prompt_tokens = 4096, max_tokens = 256, chunk = 512, tp = 0;
-    snapkv_params snap = snapkv_params_default();
+    snapkv_params snap = {.pooling = SNAPKV_POOL_MAX}; // 0s: the model's preset fills them
     const arg_spec specs[] = {
         {"--model", ARG_STRING, &model_path, "PATH", "GGUF file or safetensors directory", NULL},
         {"--prompt-tokens", ARG_POSITIVE, &prompt_tokens, "N", "prompt length to plan for (4096)", NULL},
         {"--max-tokens", ARG_COUNT, &max_tokens, "N", "tokens to generate (256)", NULL},
         {"--chunk", ARG_POSITIVE, &chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--kv-policy", ARG_STRING, &policy_name, "full|snapkv", "KV policy (full)", NULL},
-        {"--window", ARG_INT, &snap.window, "N", "SnapKV window (32)", NULL},
-        {"--budget", ARG_INT, &snap.budget, "N", "SnapKV rows per KV head (2048)", NULL},
-        {"--kernel", ARG_INT, &snap.kernel, "N", "SnapKV pooling kernel (7)", NULL},
+        {"--window", ARG_POSITIVE, &snap.window, "N", "SnapKV window (the model's preset, else 32)", NULL},
+        {"--budget", ARG_POSITIVE, &snap.budget, "N", "SnapKV rows per KV head (the model's preset, else 2048)", NULL},
+        {"--kernel", ARG_POSITIVE, &snap.kernel, "N", "SnapKV pooling kernel (the model's preset, else 7)", NULL},
         {"--pooling", ARG_STRING, &pooling, "avg|max", "SnapKV pooling (max)", NULL},
         {"--tp", ARG_POSITIVE, &tp, "N", "plan for N ranks (default: the ranks of this run)", NULL},
         {"--backend", ARG_STRING, &backend_name, "NAME", "cpu or cuda: sets the activation size", NULL},
@@ -58,12 +84,14 @@ int cmd_inspect(int argc, char **argv) {
     }
     TRY_GOTO(st, kv_policy_parse(policy_name, &policy), done);
     TRY_GOTO(st, snapkv_pooling_parse(pooling, &snap.pooling), done);
-    if (policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&snap), done);
     model_shard shard = session_shard(&s);
     if (tp > 0) shard = (model_shard){0, tp};
     // Activations are fp32 on the CPU backend and bf16 on CUDA (DESIGN.md).
     const size_t act_bytes = strcmp(backend_name, "cuda") == 0 ? 2 : 4;
     TRY_GOTO(st, model_plan_weights(model_path, &shard, act_bytes, &cfg, &weight_bytes), done);
+    const snapkv_params given = snap;
+    snapkv_params_fill(&snap, &cfg);
+    if (policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&snap), done);
     memory_plan plan;
     dtype kv_type;
     const session_options kv_opt = {.backend_name = backend_name, .kv_dtype = kv_name};
@@ -72,6 +100,7 @@ int cmd_inspect(int argc, char **argv) {
                         prompt_tokens, max_tokens, chunk, policy, &snap, &plan);
     if (session_is_root(&s)) {
         print_config(model_path, &cfg);
+        print_snapkv(&cfg, &given, kv_type);
         printf("\n");
         memory_plan_print(stdout, &plan);
         const uint64_t machine = memory_machine_bytes();

@@ -15,6 +15,7 @@
 #include "../runtime/memory_plan.h"
 #include "../runtime/qa_prompt.h"
 #include "../runtime/run_config.h"
+#include "../runtime/snapkv_preset.h"
 #include "../runtime/text_file.h"
 #include "args.h"
 #include "commands.h"
@@ -67,6 +68,8 @@ static void questions_free(qa_questions *q) {
 
 // What one question's run reports.
 typedef struct qa_report {
+    const char *preset;  // the SnapKV preset whose settings were used, or NULL
+    const char *kv_type; // "F16", "F32", "BF16"
     int index, n_questions;
     const char *question;
     int prefix_tokens;
@@ -85,7 +88,10 @@ static void print_stats_json(const session *s, const run_config *rc, const engin
         cJSON_AddNumberToObject(o, "budget", rc->snapkv.budget);
         cJSON_AddNumberToObject(o, "kernel", rc->snapkv.kernel);
         cJSON_AddStringToObject(o, "pooling", rc->pooling);
+        if (r->preset) cJSON_AddStringToObject(o, "snapkv_preset", r->preset);
+        else cJSON_AddNullToObject(o, "snapkv_preset");
     }
+    cJSON_AddStringToObject(o, "kv_dtype", r->kv_type);
     cJSON_AddNumberToObject(o, "question_index", r->index);
     cJSON_AddNumberToObject(o, "questions", r->n_questions);
     cJSON_AddStringToObject(o, "question", r->question);
@@ -130,13 +136,20 @@ static void print_stats_line(const run_config *rc, const engine_stats *st, const
         snprintf(where, sizeof where, " (document %d written to the KV store)", r->prefix_tokens);
     char which[32] = "";
     if (r->n_questions > 1) snprintf(which, sizeof which, "question %d/%d | ", r->index, r->n_questions);
+    char policy[160];
+    if (strcmp(rc->kv_policy, "snapkv") == 0)
+        snprintf(policy, sizeof policy, "snapkv budget %d, window %d, kernel %d %s%s%s",
+                 rc->snapkv.budget, rc->snapkv.window, rc->snapkv.kernel, rc->pooling,
+                 r->preset ? ", preset " : "", r->preset ? r->preset : "");
+    else
+        snprintf(policy, sizeof policy, "%s", rc->kv_policy);
     fprintf(stderr,
             "# %sprompt %d tokens%s | prefill %.2f s (%.0f tokens/s) | decode %d tokens, %.1f "
-            "tokens/s | KV %.1f MiB (%s; full would be %.1f MiB) | peak RSS %.1f MiB\n",
+            "tokens/s | KV %.1f MiB %s (%s; full would be %.1f MiB) | peak RSS %.1f MiB\n",
             which, st->prompt_tokens, where, st->prefill_s,
             st->prefill_s > 0 ? st->prefill_tokens_run / st->prefill_s : 0.0,
-            st->generated_tokens, st->decode_tokens_per_s, st->kv_bytes / 1048576.0,
-            rc->kv_policy, st->kv_bytes_full / 1048576.0, memory_peak_rss_bytes() / 1048576.0);
+            st->generated_tokens, st->decode_tokens_per_s, st->kv_bytes / 1048576.0, r->kv_type,
+            policy, st->kv_bytes_full / 1048576.0, memory_peak_rss_bytes() / 1048576.0);
 }
 
 // temp_store_dir: a private directory for the store of several questions asked
@@ -183,10 +196,10 @@ int cmd_qa(int argc, char **argv) {
         {"--kv-store", ARG_STRING, &store_dir, "DIR", "keep the document's full K/V per rank in DIR; later runs with the same document skip its prefill", NULL},
         {"--system", ARG_STRING, &system, "TEXT", "system message", NULL},
         {"--parse-special", ARG_FLAG, &parse_special, NULL, "read special tokens (<|im_start|>, ...) written in the document and questions as control tokens", NULL},
-        {"--kv-policy", ARG_STRING, &rc.kv_policy, "full|snapkv", "KV cache policy (full)", NULL},
-        {"--window", ARG_INT, &rc.snapkv.window, "N", "SnapKV observation window (32)", NULL},
-        {"--budget", ARG_INT, &rc.snapkv.budget, "N", "SnapKV rows kept per KV head, window included (2048)", NULL},
-        {"--kernel", ARG_INT, &rc.snapkv.kernel, "N", "SnapKV pooling kernel, odd (7)", NULL},
+        {"--kv-policy", ARG_STRING, &rc.kv_policy, "full|snapkv", "KV cache policy (snapkv)", NULL},
+        {"--window", ARG_POSITIVE, &rc.snapkv.window, "N", "SnapKV observation window (the model's preset, else 32)", NULL},
+        {"--budget", ARG_POSITIVE, &rc.snapkv.budget, "N", "SnapKV rows kept per KV head, window included (the model's preset, else 2048)", NULL},
+        {"--kernel", ARG_POSITIVE, &rc.snapkv.kernel, "N", "SnapKV pooling kernel, odd (the model's preset, else 7; snaptp inspect shows it)", NULL},
         {"--pooling", ARG_STRING, &rc.pooling, "avg|max", "SnapKV pooling (max)", NULL},
         {"--chunk", ARG_POSITIVE, &rc.chunk, "N", "prefill chunk in tokens (512)", NULL},
         {"--max-tokens", ARG_COUNT, &rc.max_tokens, "N", "answer tokens at most (256)", NULL},
@@ -241,9 +254,10 @@ int cmd_qa(int argc, char **argv) {
                       rc.tp, comm_size(s.comm), rc.tp);
         goto done;
     }
+    // SnapKV is what snaptp is for: qa uses it unless a config or flag says full.
+    if (!rc.kv_policy) rc.kv_policy = "snapkv";
     TRY_GOTO(st, kv_policy_parse(rc.kv_policy, &req.policy), done);
     TRY_GOTO(st, snapkv_pooling_parse(rc.pooling, &req.snapkv.pooling), done);
-    if (req.policy == KV_POLICY_SNAPKV) TRY_GOTO(st, snapkv_params_validate(&req.snapkv), done);
     if (rc.chunk <= 0) {
         st = snp_fail(SNP_ERR_ARGUMENT, "--chunk %d must be positive", rc.chunk);
         goto done;
@@ -273,8 +287,6 @@ int cmd_qa(int argc, char **argv) {
         char name[48];
         snprintf(name, sizeof name, qs.n > 1 ? "question %d" : "the question", i + 1);
         TRY_GOTO(st, qa_prompt_build(qp, qs.v[i], name, &prompts[i], &n_prompts[i]), done);
-        if (req.policy == KV_POLICY_SNAPKV)
-            TRY_GOTO(st, snapkv_check_prompt(&req.snapkv, (int)n_prompts[i]), done);
         if (n_prompts[i] > longest) longest = n_prompts[i];
     }
 
@@ -285,6 +297,14 @@ int cmd_qa(int argc, char **argv) {
     // Activations are fp32 on the CPU backend and bf16 on CUDA (DESIGN.md).
     const size_t act_bytes = strcmp(rc.backend, "cuda") == 0 ? 2 : 4;
     TRY_GOTO(st, model_plan_weights(rc.model, &shard, act_bytes, &cfg, &weight_bytes), done);
+    // The settings the config and flags left open come from the model's preset.
+    const snapkv_preset *preset = snapkv_params_fill(&req.snapkv, &cfg);
+    rc.snapkv = req.snapkv;
+    if (req.policy == KV_POLICY_SNAPKV) {
+        TRY_GOTO(st, snapkv_params_validate(&req.snapkv), done);
+        for (int i = 0; i < qs.n; i++)
+            TRY_GOTO(st, snapkv_check_prompt(&req.snapkv, (int)n_prompts[i]), done);
+    }
     if ((long)longest + rc.max_tokens > cfg.n_ctx) {
         st = snp_fail(SNP_ERR_ARGUMENT,
                       "qa: the prompt is %zu tokens; with --max-tokens %d it exceeds the model's "
@@ -333,7 +353,9 @@ int cmd_qa(int argc, char **argv) {
     progress prog;
     for (int i = 0; i < qs.n; i++) {
         forward_prefix prefix = {.n_tokens = n_prefix}; // no store: chunks aligned alike
-        qa_report rep = {.index = i + 1, .n_questions = qs.n, .question = qs.v[i],
+        qa_report rep = {.preset = preset ? preset->name : NULL,
+                         .kv_type = dtype_name(kv_type),
+                         .index = i + 1, .n_questions = qs.n, .question = qs.v[i],
                          .prefix_tokens = n_prefix, .store_mode = "none"};
         if (store) {
             kv_store_prefix(store, &prefix);

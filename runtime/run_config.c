@@ -13,11 +13,13 @@
 run_config run_config_defaults(void) {
     return (run_config){
         .backend = "cpu",
-        .kv_policy = "full",
+        .kv_policy = NULL, // the command's own: snapkv for qa, full for generate and bench
         .pooling = "max",
         .chunk = 512,
         .max_tokens = 256,
-        .snapkv = snapkv_params_default(),
+        // window, budget, kernel 0: not given; snapkv_params_fill takes them from the
+        // model's preset or snaptp's defaults once the model is known.
+        .snapkv = {.pooling = SNAPKV_POOL_MAX},
         .sampling = sampler_params_default(),
     };
 }
@@ -106,7 +108,7 @@ static snp_status apply_key(const char *path, const cJSON *item, run_config *cfg
 // check_values: the choices and the relations between keys that the file sets, named
 // as keys of the file (flags given later may still override them).
 static snp_status check_values(const char *path, const cJSON *root, const run_config *cfg) {
-    if (strcmp(cfg->kv_policy, "full") != 0 && strcmp(cfg->kv_policy, "snapkv") != 0)
+    if (cfg->kv_policy && strcmp(cfg->kv_policy, "full") != 0 && strcmp(cfg->kv_policy, "snapkv") != 0)
         return snp_fail(SNP_ERR_FORMAT, "config: %s: 'kv_policy' is '%s'; it must be full or snapkv",
                         path, cfg->kv_policy);
     if (strcmp(cfg->pooling, "avg") != 0 && strcmp(cfg->pooling, "max") != 0)
@@ -122,9 +124,12 @@ static snp_status check_values(const char *path, const cJSON *root, const run_co
     if (cJSON_GetObjectItemCaseSensitive(root, "kernel") && cfg->snapkv.kernel % 2 == 0)
         return snp_fail(SNP_ERR_FORMAT, "config: %s: 'kernel' is %d; it must be odd", path,
                         cfg->snapkv.kernel);
-    const int sets = cJSON_GetObjectItemCaseSensitive(root, "budget") ||
+    // Both given: a budget not above the window is the file's mistake. One of them
+    // alone is checked once the model's preset fills the other (snapkv_params_fill).
+    const int both = cJSON_GetObjectItemCaseSensitive(root, "budget") &&
                      cJSON_GetObjectItemCaseSensitive(root, "window");
-    if (sets && strcmp(cfg->kv_policy, "snapkv") == 0 && cfg->snapkv.budget <= cfg->snapkv.window)
+    if (both && (!cfg->kv_policy || strcmp(cfg->kv_policy, "snapkv") == 0) &&
+        cfg->snapkv.budget <= cfg->snapkv.window)
         return snp_fail(SNP_ERR_FORMAT,
                         "config: %s: 'budget' %d must be larger than 'window' %d (the budget "
                         "counts the window)",

@@ -14,7 +14,7 @@ typedef struct run_config {
     const char *model;     // strings point into the config's storage or argv
     const char *tokenizer;
     const char *backend;
-    const char *kv_policy; // "full" | "snapkv"
+    const char *kv_policy; // "full" | "snapkv", or NULL: the command's default
     const char *pooling;   // "avg" | "max"
     const char *mem_limit; // "8G", or NULL for the machine's memory
     const char *kv_dtype;  // "f16" | "f32" | "bf16", or NULL for the backend's default
@@ -27,8 +27,9 @@ typedef struct run_config {
     void *storage;         // the parsed JSON the strings live in
 } run_config;
 
-// run_config_defaults: snaptp's defaults (cpu, chunk 512, snapkv w32 C2048 k7 max,
-// greedy, 256 new tokens).
+// run_config_defaults: snaptp's defaults (cpu, chunk 512, greedy, 256 new tokens);
+// kv_policy NULL (each command's default) and SnapKV's window, budget and kernel 0
+// (the model's preset fills them, snapkv_preset.h).
 run_config run_config_defaults(void);
 
 // run_config_load: applies the keys of a configs/*.json file over *cfg. An

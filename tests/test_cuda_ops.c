@@ -668,7 +668,10 @@ int main(void) {
         test_check(&tc, 0, "backend_open(cuda): %s", snp_error());
         return test_finish(&tc, "test_cuda_ops");
     }
-    if (backend_open("cpu", &opt, &p.cpu) != SNP_OK) {
+    // The CPU reference keeps fp32 K/V: the harness fills caches with from_host_f32 on
+    // both sides, which is the cache's type on CUDA (bf16) and on an fp32 CPU cache.
+    const backend_options cpu_opt = {.n_threads = 2, .kv_type = KV_DTYPE_F32};
+    if (backend_open("cpu", &cpu_opt, &p.cpu) != SNP_OK) {
         fprintf(stderr, "cpu backend: %s\n", snp_error());
         return 1;
     }

@@ -11,6 +11,7 @@
 #include "../runtime/run_config.h"
 #include "../runtime/sampler.h"
 #include "../runtime/snapkv.h"
+#include "../runtime/snapkv_preset.h"
 #include "support/test_support.h"
 
 static void check_preset(test_counts *tc, const char *path) {
@@ -25,10 +26,24 @@ static void check_preset(test_counts *tc, const char *path) {
         test_check(tc, snapkv_pooling_parse(rc.pooling, &pooling) == SNP_OK, "%s: %s", path,
                    snp_error());
         rc.snapkv.pooling = pooling;
+        // What a preset leaves open, the model's SnapKV preset or snaptp's defaults fill
+        // (no model here: the defaults).
+        const model_config no_model = {0};
+        snapkv_params_fill(&rc.snapkv, &no_model);
         test_check(tc, snapkv_params_validate(&rc.snapkv) == SNP_OK, "%s: %s", path, snp_error());
         test_check(tc, sampler_init(&rc.sampling, 16, &s) == SNP_OK, "%s: %s", path, snp_error());
         test_check(tc, rc.chunk > 0 && rc.max_tokens > 0, "%s: chunk and max_tokens", path);
         sampler_free(s);
+        if (strstr(path, "smollm2")) { // the SmolLM2 preset's kernel, under the file's budget
+            snapkv_params p = rc.snapkv;
+            p.kernel = 0;
+            const model_config smollm2 = {.arch = MODEL_ARCH_LLAMA, .n_layers = 30, .n_embd = 576,
+                                          .n_heads = 9, .n_kv_heads = 3};
+            const snapkv_preset *pre = snapkv_params_fill(&p, &smollm2);
+            test_check(tc, pre && p.kernel == 31 && p.budget == rc.snapkv.budget,
+                       "%s: SmolLM2's shape gets preset %s, kernel %d, budget %d", path,
+                       pre ? pre->name : "none", p.kernel, p.budget);
+        }
         printf("  %s: model %s, backend %s, kv %s (w %d, C %d, k %d, %s)\n", path, rc.model,
                rc.backend, rc.kv_policy, rc.snapkv.window, rc.snapkv.budget, rc.snapkv.kernel,
                rc.pooling);

@@ -187,6 +187,12 @@ typedef struct backend_ops {
     snp_status (*download)(void *ctx, void *dst_host, const void *src, size_t n_bytes);
     snp_status (*upload)(void *ctx, void *dst, const void *src_host, size_t n_bytes);
 
+    // upload_side: the same copy, for a host thread other than the one driving the
+    // context (the KV store's prefetcher): on a stream of its own, so it neither waits
+    // for nor delays the ops queued by the driving thread, through pinned memory, and
+    // it returns when the bytes are on the backend. One side thread per context.
+    snp_status (*upload_side)(void *ctx, void *dst, const void *src_host, size_t n_bytes);
+
     // Wait for queued work (no-op on CPU).
     snp_status (*sync)(void *ctx);
 

@@ -116,6 +116,7 @@ static void print_stats_json(const session *s, const run_config *rc, const engin
         cJSON_AddNumberToObject(ks, "write_s", r->store.write_s);
         cJSON_AddNumberToObject(ks, "bytes_read", (double)r->store.bytes_read);
         cJSON_AddNumberToObject(ks, "read_s", r->store.read_s);
+        cJSON_AddNumberToObject(ks, "layers_prefetched", r->store.layers_prefetched);
         cJSON_AddNumberToObject(ks, "planned_bytes", (double)plan->store_bytes);
     }
     json_add_comm_stats(o, s, st);
@@ -389,6 +390,7 @@ int cmd_qa(int argc, char **argv) {
             rep.store.bytes_read -= before.bytes_read;
             rep.store.write_s -= before.write_s;
             rep.store.read_s -= before.read_s;
+            rep.store.layers_prefetched -= before.layers_prefetched;
         }
         if (!session_is_root(&s)) {
             // Only rank 0 reports.

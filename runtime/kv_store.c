@@ -5,6 +5,7 @@
 // checked file or none. Reading maps the file (safetensors.c) and verifies each
 // layer's checksum as it copies the layer out.
 #include "kv_store.h"
+#include "layer_prefetch.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -54,6 +55,13 @@ struct kv_store {
     st_model *st;
     const st_tensor **tensors; // [n_layers * 3]
     uint64_t *expected;        // [n_layers * 3] checksums from the metadata
+    // Read mode with a prefetcher (device backends; SNAPTP_KV_STORE_PREFETCH=1 on the
+    // CPU): a worker checksums layer l + 1 and copies it to the backend while layer l
+    // computes, so a GPU's host-to-device copy overlaps compute.
+    layer_prefetch *prefetcher;
+    void *k_stage, *v_stage; // backend memory [Hkv][n_prefix][D]: the staged layer
+    float *q_stage;          // host [n_query_rows][H][D]
+    int32_t *rows;           // backend memory [Hkv][n_prefix]: 0, 1, ... for kv_gather
     kv_store_stats stats;
 };
 
@@ -570,6 +578,79 @@ static snp_status load_kv(kv_store *s, int layer, int kind, void *buf, int cap) 
     return SNP_OK;
 }
 
+// stage_layer: the prefetcher's work for one layer (on its thread): checksums, then
+// K and V to the backend's staging buffers, the queries to host staging.
+static snp_status stage_layer(void *user, int layer) {
+    kv_store *s = user;
+    const backend_ops *ops = s->be->ops;
+    for (int kind = 0; kind < N_TENSORS_PER_LAYER; kind++) TRY(verify(s, layer, kind));
+    prefetch(s, layer + 1); // the disk reads ahead of the next request too
+    const st_tensor *const *t = s->tensors + layer * 3;
+    TRY(ops->upload_side(s->be->ctx, s->k_stage, t[0]->data, tensor_bytes(&s->id, 0)));
+    TRY(ops->upload_side(s->be->ctx, s->v_stage, t[1]->data, tensor_bytes(&s->id, 1)));
+    memcpy(s->q_stage, t[2]->data, tensor_bytes(&s->id, 2));
+    return SNP_OK;
+}
+
+static int prefetch_wanted(const kv_store *s) {
+    const char *env = getenv("SNAPTP_KV_STORE_PREFETCH"); // 0: never, 1: also on the CPU
+    if (!s->be->ops->upload_side || (env && strcmp(env, "0") == 0)) return 0;
+    return !s->be->ops->host_memory || (env && strcmp(env, "1") == 0);
+}
+
+static snp_status prefetcher_start(kv_store *s) {
+    const backend_ops *ops = s->be->ops;
+    void *ctx = s->be->ctx;
+    const size_t n_rows = (size_t)s->id.n_kv_heads * (size_t)s->id.n_prefix;
+    TRY(ops->alloc(ctx, tensor_bytes(&s->id, 0), &s->k_stage));
+    TRY(ops->alloc(ctx, tensor_bytes(&s->id, 1), &s->v_stage));
+    void *rows = NULL;
+    TRY(ops->alloc(ctx, n_rows * sizeof(int32_t), &rows));
+    s->rows = rows;
+    int32_t *host_rows = malloc(n_rows * sizeof *host_rows);
+    s->q_stage = malloc(tensor_bytes(&s->id, 2));
+    if (!host_rows || !s->q_stage) {
+        free(host_rows);
+        return snp_fail(SNP_ERR_MEMORY, "kv-store: out of memory for the prefetcher's staging");
+    }
+    for (size_t i = 0; i < n_rows; i++) host_rows[i] = (int32_t)(i % (size_t)s->id.n_prefix);
+    const snp_status st = ops->upload(ctx, s->rows, host_rows, n_rows * sizeof *host_rows);
+    free(host_rows);
+    TRY(st);
+    return layer_prefetch_start(stage_layer, s, &s->prefetcher);
+}
+
+static void prefetcher_free(kv_store *s) {
+    layer_prefetch_stop(s->prefetcher); // first: its thread may be copying into the stages
+    s->prefetcher = NULL;
+    if (!s->be) return;
+    s->be->ops->dealloc(s->be->ctx, s->k_stage);
+    s->be->ops->dealloc(s->be->ctx, s->v_stage);
+    s->be->ops->dealloc(s->be->ctx, s->rows);
+    free(s->q_stage);
+    s->k_stage = s->v_stage = NULL;
+    s->rows = NULL;
+    s->q_stage = NULL;
+}
+
+// load_prefetched: layer `layer` from the staging buffers into the prefill's
+// buffers (a gather on the compute stream), then the next layer is asked for once
+// the gather has run (the stages are then free).
+static snp_status load_prefetched(kv_store *s, int layer, void *k, void *v, int cap, float *q_tail) {
+    const backend_ops *ops = s->be->ops;
+    void *ctx = s->be->ctx;
+    if (!s->prefetcher) TRY(prefetcher_start(s));
+    if (layer > 0) s->stats.layers_prefetched++; // layer 0 is staged here, on this thread
+    TRY(layer_prefetch_take(s->prefetcher, layer));
+    const int Hkv = s->id.n_kv_heads, D = s->id.head_dim, P = s->id.n_prefix;
+    TRY(ops->kv_gather(ctx, k, s->k_stage, s->rows, Hkv, D, P, P, cap, 0));
+    TRY(ops->kv_gather(ctx, v, s->v_stage, s->rows, Hkv, D, P, P, cap, 0));
+    if (q_tail) memcpy(q_tail, s->q_stage, tensor_bytes(&s->id, 2));
+    TRY(ops->sync(ctx));
+    if (layer + 1 < s->id.n_layers) TRY(layer_prefetch_request(s->prefetcher, layer + 1));
+    return SNP_OK;
+}
+
 static snp_status store_load(void *user, int layer, void *k, void *v, int cap, float *q_tail) {
     kv_store *s = user;
     if (!s->st || layer < 0 || layer >= s->id.n_layers)
@@ -578,15 +659,20 @@ static snp_status store_load(void *user, int layer, void *k, void *v, int cap, f
     if (cap < s->id.n_prefix)
         return snp_fail(SNP_ERR_INTERNAL, "kv-store: a %d-row buffer for a %d-token prefix", cap,
                         s->id.n_prefix);
-    const double t0 = engine_now_s();
-    prefetch(s, layer + 1);
-    TRY(load_kv(s, layer, 0, k, cap));
-    TRY(load_kv(s, layer, 1, v, cap));
+    const double t0 = engine_now_s(); // read_s: the time the compute thread waited
     uint64_t n = 2 * tensor_bytes(&s->id, 0);
-    if (q_tail) {
-        TRY(verify(s, layer, 2));
-        memcpy(q_tail, s->tensors[layer * 3 + 2]->data, tensor_bytes(&s->id, 2));
+    if (prefetch_wanted(s)) {
+        TRY(load_prefetched(s, layer, k, v, cap, q_tail));
         n += tensor_bytes(&s->id, 2);
+    } else {
+        prefetch(s, layer + 1);
+        TRY(load_kv(s, layer, 0, k, cap));
+        TRY(load_kv(s, layer, 1, v, cap));
+        if (q_tail) {
+            TRY(verify(s, layer, 2));
+            memcpy(q_tail, s->tensors[layer * 3 + 2]->data, tensor_bytes(&s->id, 2));
+            n += tensor_bytes(&s->id, 2);
+        }
     }
     s->stats.bytes_read += n;
     s->stats.read_s += engine_now_s() - t0;
@@ -809,6 +895,7 @@ void kv_store_get_stats(const kv_store *s, kv_store_stats *out) { *out = s->stat
 
 void kv_store_close(kv_store *s) {
     if (!s) return;
+    prefetcher_free(s); // before the mapping its thread reads goes away
     if (s->fd >= 0) close(s->fd);
     if (s->tmp_path) unlink(s->tmp_path); // an unfinished write is never published
     st_close(s->st);

@@ -62,7 +62,9 @@ typedef struct kv_store_stats {
     const char *path; // this rank's file
     int writing;      // 1 until kv_store_commit: this run writes the store
     uint64_t bytes_written, bytes_read;
-    double write_s, read_s; // in save / load calls (checksums and copies included)
+    double write_s, read_s; // in save / load calls (checksums and copies included; with
+                            // the prefetcher, only the time the compute thread waited)
+    int layers_prefetched;  // layers the prefetcher's thread had staged before they were due
 } kv_store_stats;
 
 // kv_store_open: this rank's store in `dir` (made if missing) for `id`. Collective

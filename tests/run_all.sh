@@ -29,9 +29,14 @@ ASAN_OPTIONS=detect_leaks=1 \
     OMPI_MCA_mca_base_component_disable_dlclose=1 PMIX_MCA_mca_base_component_disable_dlclose=1 \
     ctest --test-dir build-asan --output-on-failure -R "^($asan_tests)\$"
 
-echo "== the CPU thread pool under ThreadSanitizer"
+echo "== the CPU thread pool and the KV store prefetcher under ThreadSanitizer"
 # The pool's few lines of lock-free hand-off are where a data race would hide;
 # built on its own (the rest of the core needs no TSan and would take minutes).
 gcc -std=gnu11 -O1 -g -fsanitize=thread -o build-asan/test_cpu_pool_tsan tests/test_cpu_pool.c \
     kernels/cpu/cpu_pool.c runtime/status.c tests/support/test_support.c -lcjson -lm
 TSAN_OPTIONS=halt_on_error=1 build-asan/test_cpu_pool_tsan
+# The KV store's prefetcher thread (a mutex and a condition variable), the same way.
+gcc -std=gnu11 -O1 -g -fsanitize=thread -o build-asan/test_layer_prefetch_tsan \
+    tests/test_layer_prefetch.c runtime/layer_prefetch.c runtime/status.c \
+    tests/support/test_support.c -lcjson -lm -lpthread
+TSAN_OPTIONS=halt_on_error=1 build-asan/test_layer_prefetch_tsan

@@ -186,15 +186,26 @@ static void run_case(test_counts *tc, comm *c, backend *be, const char *name, co
         answer_free(&got);
         kv_store_prefix(store, &pre);
         test_check(tc, pre.loaded, "%s %s: the committed store is read", name, pname);
-        for (int q = 0; q < N_QUESTIONS && pre.loaded; q++) {
-            snprintf(tag, sizeof tag, "%s %s tp=%d q%d from the store (suffix %d, window %d)", name,
-                     pname, shard.tp_size, q + 1, cs->suffix_len[q], cs->snap.window);
+        // Read in place, then through the prefetcher's thread (the GPUs' path: checksum
+        // and copy of layer l + 1 while layer l computes), bit for bit the same.
+        for (int qq = 0; qq < 2 * N_QUESTIONS && pre.loaded; qq++) {
+            const int q = qq % N_QUESTIONS, prefetched = qq >= N_QUESTIONS;
+            setenv("SNAPTP_KV_STORE_PREFETCH", prefetched ? "1" : "0", 1);
+            snprintf(tag, sizeof tag, "%s %s tp=%d q%d from the store%s (suffix %d, window %d)",
+                     name, pname, shard.tp_size, q + 1, prefetched ? ", prefetched" : "",
+                     cs->suffix_len[q], cs->snap.window);
             if (test_check(tc, ask(m, f, prompts[q], lens[q], p, &pre, &got) == SNP_OK, "%s: %s",
                            tag, snp_error()))
                 compare(tc, tag, m, &got, &fresh[q],
                         p ? m->cfg.n_layers * m->n_kv_heads_local * snapkv_rows_kept(p, lens[q]) : 0);
             answer_free(&got);
         }
+        unsetenv("SNAPTP_KV_STORE_PREFETCH");
+        kv_store_stats stats;
+        kv_store_get_stats(store, &stats);
+        test_check(tc, stats.layers_prefetched == N_QUESTIONS * (m->cfg.n_layers - 1),
+                   "%s %s: %d layers came through the prefetcher, expected %d", name, pname,
+                   stats.layers_prefetched, N_QUESTIONS * (m->cfg.n_layers - 1));
         kv_store_close(store);
         // A second job opening the directory reads it.
         test_check(tc, kv_store_open(sub, &id, be, c, 0, &store) == SNP_OK, "%s %s reopen: %s",

@@ -274,5 +274,6 @@ const backend_ops cpu_backend_ops = {
     .kv_gather = cpu_kv_gather,
     .download = cpu_download,
     .upload = cpu_upload,
+    .upload_side = cpu_upload, // a memcpy: host memory, and the caller's own thread
     .sync = cpu_sync,
 };

@@ -34,6 +34,11 @@ static void cuda_free_ctx(void *ctx) {
     for (int i = 0; i < 2; i++)
         if (c->xfer_done[i]) cudaEventDestroy(c->xfer_done[i]);
     if (c->xfer_host) cudaFreeHost(c->xfer_host);
+    if (c->side_stream) cudaStreamSynchronize(c->side_stream);
+    for (int i = 0; i < 2; i++)
+        if (c->side_done[i]) cudaEventDestroy(c->side_done[i]);
+    if (c->side_host) cudaFreeHost(c->side_host);
+    if (c->side_stream) cudaStreamDestroy(c->side_stream);
     if (c->ws) cudaFree(c->ws);
     if (c->d_err) cudaFree(c->d_err);
     if (c->cublas) cublasDestroy(c->cublas);
@@ -253,6 +258,36 @@ static snp_status cuda_upload(void *ctx, void *dst, const void *src_host, size_t
     return cuda_xfer_to_device(ctx, dst, n_bytes, 1, fill_bytes, src_host);
 }
 
+// upload_side: the prefetcher's copies (backend.h). The side thread fills one pinned
+// half while the copy engine drains the other, on side_stream, which is
+// non-blocking: kernels queued on `stream` by the driving thread run meanwhile.
+static snp_status cuda_upload_side(void *ctx, void *dst, const void *src_host, size_t n_bytes) {
+    cuda_ctx *c = ctx;
+    if (n_bytes == 0) return SNP_OK;
+    if (!c || !dst || !src_host)
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: upload_side: NULL %s for %zu bytes",
+                        !c ? "ctx" : !dst ? "dst" : "src", n_bytes);
+    TRY(cuda_ctx_enter(c)); // this thread's current device
+    if (!c->side_stream) {
+        CUDA_TRY(cudaStreamCreateWithFlags(&c->side_stream, cudaStreamNonBlocking));
+        CUDA_TRY(cudaMallocHost(&c->side_host, 2 * (size_t)CUDA_XFER_HALF));
+        for (int i = 0; i < 2; i++)
+            CUDA_TRY(cudaEventCreateWithFlags(&c->side_done[i], cudaEventDisableTiming));
+    }
+    int half = 0;
+    for (size_t off = 0; off < n_bytes; off += CUDA_XFER_HALF, half ^= 1) {
+        const size_t n = n_bytes - off < CUDA_XFER_HALF ? n_bytes - off : CUDA_XFER_HALF;
+        char *stage = (char *)c->side_host + (size_t)half * CUDA_XFER_HALF;
+        CUDA_TRY(cudaEventSynchronize(c->side_done[half])); // its previous copy has left
+        memcpy(stage, (const char *)src_host + off, n);
+        CUDA_TRY(cudaMemcpyAsync((char *)dst + off, stage, n, cudaMemcpyHostToDevice,
+                                 c->side_stream));
+        CUDA_TRY(cudaEventRecord(c->side_done[half], c->side_stream));
+    }
+    CUDA_TRY(cudaStreamSynchronize(c->side_stream));
+    return SNP_OK;
+}
+
 snp_status cuda_stage(cuda_ctx *c, const void *host, size_t n_bytes, void **out_dev) {
     cuda_stage_slot *s = &c->ring[c->ring_next];
     c->ring_next = (c->ring_next + 1) % CUDA_RING_SLOTS;
@@ -404,6 +439,7 @@ const backend_ops cuda_backend_ops = {
     .kv_gather = cuda_checked_kv_gather,
     .download = cuda_download,
     .upload = cuda_upload,
+    .upload_side = cuda_upload_side,
     .sync = cuda_sync,
     .stream = cuda_stream,
     .device = cuda_device,

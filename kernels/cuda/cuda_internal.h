@@ -107,6 +107,12 @@ typedef struct cuda_ctx {
     int attn_q_smem;     // SNAPTP_CUDA_ATTENTION=qsmem: the mma kernel keeps Q in shared memory
     int sync_each_op;    // SNAPTP_CUDA_SYNC=1: sync and check after every op (cuda_checked.c)
     cuda_param_cache rope_freq, rope_pos;
+    // upload_side's own lane (made by its first call, on the side thread): a
+    // non-blocking stream and two pinned halves, so a prefetch never queues behind
+    // compute on `stream` nor shares xfer_host with the driving thread.
+    cudaStream_t side_stream;
+    void *side_host;
+    cudaEvent_t side_done[2];
 } cuda_ctx;
 
 // Weight storage: every weight as a dense bf16 matrix; 1-row weights (norm gains,

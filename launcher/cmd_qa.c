@@ -325,6 +325,9 @@ int cmd_qa(int argc, char **argv) {
     memory_plan_compute(&cfg, shard.tp_size, weight_bytes, act_bytes, kv_bytes, (int)longest,
                         rc.max_tokens, rc.chunk, req.policy, &req.snapkv, &plan);
     memory_plan_set_store(&plan, &cfg, shard.tp_size, kv_bytes, n_prefix);
+    // A store read on a device backend goes through the prefetcher's staging.
+    if ((store_dir || qs.n > 1) && strcmp(rc.backend, "cpu") != 0)
+        memory_plan_add_store_staging(&plan);
     TRY_GOTO(st, memory_plan_check(&plan, limit, limit_source), done);
 
     TRY_GOTO(st, session_open_model(&so, &s), done);

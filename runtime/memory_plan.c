@@ -54,6 +54,16 @@ void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, s
     // Per document token: K and V of every layer; the query tail is a fixed cost.
     p->store_bytes_per_token = (uint64_t)c->n_layers * 2 * (uint64_t)Hkvl *
                                (uint64_t)c->head_dim * (uint64_t)kv_bytes;
+    const uint64_t rows = (uint64_t)Hkvl * (uint64_t)n_prefix;
+    const uint64_t staging = rows * (2 * (uint64_t)c->head_dim * kv_bytes + 4);
+    if (p->store_staging_counted) p->total = p->total - p->store_staging + staging;
+    p->store_staging = staging;
+}
+
+void memory_plan_add_store_staging(memory_plan *p) {
+    if (p->store_staging_counted) return;
+    p->total += p->store_staging;
+    p->store_staging_counted = 1;
 }
 
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
@@ -84,6 +94,8 @@ void memory_plan_print(FILE *out, const memory_plan *p) {
                  "%llu bytes per token\n",
             mib(p->store_bytes), p->store_prefix_tokens,
             (unsigned long long)p->store_bytes_per_token);
+    fprintf(out, "# reading it on a GPU stages one layer on the device: %.1f MiB%s\n",
+            mib(p->store_staging), p->store_staging_counted ? " (in the total)" : "");
 }
 
 uint64_t memory_machine_bytes(void) {

@@ -26,6 +26,10 @@ typedef struct memory_plan {
     int store_prefix_tokens;       // the document prefix it would hold
     uint64_t store_bytes;          // this rank's file (tensor data)
     uint64_t store_bytes_per_token;
+    // Reading a store through the prefetcher (device backends) stages one layer of
+    // it on the backend: K, V and a row index. In `total` once memory_plan_add_store_staging.
+    uint64_t store_staging;
+    int store_staging_counted;
 } memory_plan;
 
 // memory_plan_compute: the plan for L prompt tokens and `max_new` generated ones.
@@ -39,6 +43,10 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
 // (memory_plan_compute assumes the whole prompt is the document).
 void memory_plan_set_store(memory_plan *p, const model_config *c, int tp_size, size_t kv_bytes,
                            int n_prefix);
+
+// memory_plan_add_store_staging: counts store_staging in total (qa, when it will
+// read a store on a device backend). Idempotent.
+void memory_plan_add_store_staging(memory_plan *p);
 
 // memory_plan_check: fails with the plan's breakdown when total > limit_bytes.
 snp_status memory_plan_check(const memory_plan *p, uint64_t limit_bytes, const char *limit_source);

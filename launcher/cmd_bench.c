@@ -19,10 +19,11 @@
 #include "session.h"
 #include "stats_json.h"
 
-enum { BENCH_MAX_LENGTHS = 32, BENCH_MAX_POLICIES = 2 };
+enum { BENCH_MAX_LENGTHS = 32, BENCH_MAX_POLICIES = 2, BENCH_MAX_BATCHES = 16 };
 
 typedef struct bench_result {
     int prompt_tokens, gen_tokens, repeat;
+    int batch;                        // sequences decoded together
     double prefill_mean, prefill_std; // tokens/s
     double decode_mean, decode_std;   // tokens/s
     size_t kv_bytes;                  // the decode cache of this rank
@@ -123,6 +124,7 @@ static snp_status bench_one(model *m, forward_ctx *f, int N, int G, int repeat,
     out->prompt_tokens = N;
     out->gen_tokens = G;
     out->repeat = repeat;
+    out->batch = 1;
     mean_std(pp, repeat, &out->prefill_mean, &out->prefill_std);
     mean_std(tg, repeat, &out->decode_mean, &out->decode_std);
 done:
@@ -132,9 +134,107 @@ done:
     return st;
 }
 
+// kv_clone: dst holds src's rows (same geometry), copied layer by layer through the
+// host: the batch's sequences start from one prefill, as B requests about one
+// document would after a shared prefill.
+static snp_status kv_clone(backend *be, kv_cache *dst, const kv_cache *src, void *host,
+                           size_t layer_bytes) {
+    for (int l = 0; l < src->n_layers; l++) {
+        TRY(be->ops->download(be->ctx, host, src->k[l], layer_bytes));
+        TRY(be->ops->upload(be->ctx, dst->k[l], host, layer_bytes));
+        TRY(be->ops->download(be->ctx, host, src->v[l], layer_bytes));
+        TRY(be->ops->upload(be->ctx, dst->v[l], host, layer_bytes));
+    }
+    dst->n_keys = src->n_keys;
+    return SNP_OK;
+}
+
+// bench_batch: B sequences, each with its own cache (full, or SnapKV-compressed),
+// decoded together by forward_decode_batch: the projections and MLP read the
+// weights once for all B tokens, attention runs per sequence over its own cache.
+// The prompt is prefilled once and its cache cloned B times; decode tokens/s counts
+// every sequence's tokens.
+static snp_status bench_batch(model *m, forward_ctx *f, int N, int G, int repeat, int B,
+                              kv_policy policy, const snapkv_params *snap, bench_result *out) {
+    const model_config *c = &m->cfg;
+    const size_t V = (size_t)c->n_vocab;
+    snp_status st = SNP_OK;
+    double pp[64], tg[64];
+    const int n_prompt = N > 0 ? N : 1;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
+    int32_t *step_ids = malloc(sizeof(int32_t) * (size_t)B), *pos = malloc(sizeof(int32_t) * (size_t)B);
+    float *logits = malloc(sizeof(float) * V * (size_t)B);
+    kv_cache **kvs = calloc((size_t)B, sizeof *kvs);
+    void *host = NULL;
+    if (!ids || !step_ids || !pos || !logits || !kvs) {
+        st = snp_fail(SNP_ERR_MEMORY, "bench: out of memory for a batch of %d", B);
+        goto done;
+    }
+    if (n_prompt + G > c->n_ctx) {
+        st = snp_fail(SNP_ERR_ARGUMENT,
+                      "bench: %d prompt + %d generated tokens exceed the model's context of %d",
+                      N, G, c->n_ctx);
+        goto done;
+    }
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n_prompt; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        ids[i] = (int32_t)(rng % (uint64_t)c->n_vocab);
+    }
+    const int snap_on = policy == KV_POLICY_SNAPKV && N > 0;
+    if (snap_on) TRY_GOTO(st, snapkv_check_prompt(snap, n_prompt), done);
+    const int rows = snap_on ? snapkv_rows_kept(snap, n_prompt) : n_prompt;
+    const int cap = rows + G;
+    for (int b = 0; b < B; b++)
+        TRY_GOTO(st, kv_cache_init(m->be, c->n_layers, m->n_kv_heads_local, c->head_dim, cap, &kvs[b]),
+                 done);
+    const size_t layer_bytes =
+        (size_t)m->n_kv_heads_local * (size_t)cap * (size_t)c->head_dim * backend_kv_bytes(m->be);
+    if (!(host = malloc(layer_bytes))) {
+        st = snp_fail(SNP_ERR_MEMORY, "bench: out of memory for a %zu-byte layer", layer_bytes);
+        goto done;
+    }
+    out->kv_bytes = (size_t)B * kv_cache_bytes(m->be, c->n_layers, m->n_kv_heads_local,
+                                               c->head_dim, cap);
+    for (int r = 0; r < repeat; r++) {
+        kvs[0]->n_keys = 0;
+        const double t0 = engine_now_s();
+        if (snap_on)
+            TRY_GOTO(st, forward_prefill_snapkv(f, kvs[0], ids, n_prompt, snap, NULL, logits), done);
+        else TRY_GOTO(st, forward_run(f, kvs[0], ids, n_prompt, 0, 0, logits), done);
+        pp[r] = n_prompt / (engine_now_s() - t0);
+        for (int b = 1; b < B; b++) TRY_GOTO(st, kv_clone(m->be, kvs[b], kvs[0], host, layer_bytes), done);
+        for (int b = 1; b < B; b++) memcpy(logits + (size_t)b * V, logits, sizeof(float) * V);
+        const double t1 = engine_now_s();
+        for (int g = 0; g < G; g++) {
+            for (int b = 0; b < B; b++) {
+                step_ids[b] = sampler_argmax(logits + (size_t)b * V, c->n_vocab);
+                pos[b] = n_prompt + g;
+            }
+            TRY_GOTO(st, forward_decode_batch(f, kvs, step_ids, pos, B, logits), done);
+        }
+        tg[r] = G > 0 ? (double)G * B / (engine_now_s() - t1) : 0;
+    }
+    out->prompt_tokens = N;
+    out->gen_tokens = G;
+    out->repeat = repeat;
+    out->batch = B;
+    mean_std(pp, repeat, &out->prefill_mean, &out->prefill_std);
+    mean_std(tg, repeat, &out->decode_mean, &out->decode_std);
+done:
+    for (int b = 0; kvs && b < B; b++) kv_cache_free(kvs[b]);
+    free(kvs);
+    free(host);
+    free(ids);
+    free(step_ids);
+    free(pos);
+    free(logits);
+    return st;
+}
+
 int cmd_bench(int argc, char **argv) {
     session_options so = {.backend_name = "cpu"};
-    const char *lengths_arg = "512";
+    const char *lengths_arg = "512", *batch_arg = "1";
     int gen = 128, repeat = 3, json = 0, chunk = 512;
     const char *policy_name = "full", *pooling = "max";
     snapkv_params snap = {.pooling = SNAPKV_POOL_MAX}; // 0s: the model's preset fills them
@@ -165,6 +265,9 @@ int cmd_bench(int argc, char **argv) {
         {"--prompt-tokens", ARG_STRING, &lengths_arg, "N,N,..",
          "prompt lengths to measure (512); 0 = decode only", NULL},
         {"--gen-tokens", ARG_COUNT, &gen, "N", "tokens decoded after each prompt (128)", NULL},
+        {"--batch", ARG_STRING, &batch_arg, "B,B,..",
+         "sequences decoded together, each with its own cache (1: the single-sequence path); "
+         "decode tokens/s counts them all (1)", NULL},
         {"--repeat", ARG_POSITIVE, &repeat, "N", "repetitions per length (3)", NULL},
         {"--threads", ARG_POSITIVE, &so.n_threads, "N",
          "CPU threads (default: the cores this process may run on, split between the ranks of a "
@@ -190,16 +293,20 @@ int cmd_bench(int argc, char **argv) {
         run_config_free(&rcfg);
         return rc == 1 ? 0 : rc;
     }
-    int lengths[BENCH_MAX_LENGTHS];
+    int lengths[BENCH_MAX_LENGTHS], batches[BENCH_MAX_BATCHES];
     int n_lengths = parse_lengths(lengths_arg, lengths, BENCH_MAX_LENGTHS);
+    int n_batches = parse_lengths(batch_arg, batches, BENCH_MAX_BATCHES);
+    int bad_batch = n_batches <= 0;
+    for (int i = 0; i < n_batches; i++) bad_batch |= batches[i] < 1 || batches[i] > chunk;
     const char *bad = !so.model_path ? "give --model PATH (or a --config with a model)"
                       : n_lengths <= 0 ? "--prompt-tokens must be a comma-separated list of lengths >= 0"
+                      : bad_batch      ? "--batch must be a comma-separated list of 1 to --chunk (512) sequences"
                       : repeat > 64    ? "--repeat must be at most 64"
                                        : NULL;
     if (bad) {
-        fprintf(stderr, "snaptp bench: %s%s%s%s\n", bad, n_lengths <= 0 && so.model_path ? " (got '" : "",
-                n_lengths <= 0 && so.model_path ? lengths_arg : "",
-                n_lengths <= 0 && so.model_path ? "')" : "");
+        const int show = so.model_path && (n_lengths <= 0 || bad_batch);
+        fprintf(stderr, "snaptp bench: %s%s%s%s\n", bad, show ? " (got '" : "",
+                !show ? "" : n_lengths <= 0 ? lengths_arg : batch_arg, show ? "')" : "");
         run_config_free(&rcfg);
         return 2;
     }
@@ -219,17 +326,19 @@ int cmd_bench(int argc, char **argv) {
     const int root = session_is_root(&s);
     if (!json && root)
         printf("# model %s, backend %s, threads %d\n"
-               "# %8s %8s %20s %20s\n",
-               s.m->path, s.be->ops->name, so.n_threads, "prompt", "gen", "prefill tokens/s",
-               "decode tokens/s");
-    // Lengths outer, policies inner: a run cut short still has both policies at
-    // the shorter lengths, which is what a comparison needs.
-    for (int i = 0; i < n_lengths * n_policies; i++) {
+               "# %8s %8s %6s %-7s %20s %20s\n",
+               s.m->path, s.be->ops->name, so.n_threads, "prompt", "gen", "batch", "kv",
+               "prefill tokens/s", "decode tokens/s");
+    // Lengths outer, then batches, policies inner: a run cut short still has both
+    // policies at the shorter lengths, which is what a comparison needs.
+    const int per_length = n_batches * n_policies;
+    for (int i = 0; i < n_lengths * per_length; i++) {
         const kv_policy policy = policies[i % n_policies];
+        const int B = batches[i % per_length / n_policies], N = lengths[i / per_length];
         bench_result r = {0};
-        if ((st = bench_one(s.m, f, lengths[i / n_policies], gen, repeat, policy, &snap, &r)) !=
-            SNP_OK)
-            goto done;
+        st = B == 1 ? bench_one(s.m, f, N, gen, repeat, policy, &snap, &r)
+                    : bench_batch(s.m, f, N, gen, repeat, B, policy, &snap, &r);
+        if (st != SNP_OK) goto done;
         if (!root) continue;
         if (json) {
             cJSON *o = cJSON_CreateObject();
@@ -240,6 +349,7 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "prompt_tokens", r.prompt_tokens);
             cJSON_AddNumberToObject(o, "gen_tokens", r.gen_tokens);
             cJSON_AddNumberToObject(o, "repeat", r.repeat);
+            cJSON_AddNumberToObject(o, "batch", r.batch);
             cJSON_AddStringToObject(o, "kv_policy", kv_policy_name(policy));
             if (policy == KV_POLICY_SNAPKV) {
                 cJSON_AddNumberToObject(o, "window", snap.window);
@@ -260,13 +370,15 @@ int cmd_bench(int argc, char **argv) {
             }
             cJSON_AddNumberToObject(o, "decode_tokens_per_s", r.decode_mean);
             cJSON_AddNumberToObject(o, "decode_tokens_per_s_std", r.decode_std);
+            cJSON_AddNumberToObject(o, "decode_tokens_per_s_per_seq", r.decode_mean / r.batch);
             char *js = cJSON_PrintUnformatted(o);
             if (js) printf("%s\n", js);
             free(js);
             cJSON_Delete(o);
         } else {
-            printf("  %8d %8d %12.1f ± %5.1f %12.1f ± %5.1f\n", r.prompt_tokens, r.gen_tokens,
-                   r.prefill_mean, r.prefill_std, r.decode_mean, r.decode_std);
+            printf("  %8d %8d %6d %-7s %12.1f ± %5.1f %12.1f ± %5.1f\n", r.prompt_tokens,
+                   r.gen_tokens, r.batch, kv_policy_name(policy), r.prefill_mean, r.prefill_std,
+                   r.decode_mean, r.decode_std);
         }
         fflush(stdout);
     }

@@ -166,7 +166,7 @@ else
     expect "budget <= window" "--budget 32" "--window 32" -- "${qa[@]}" --document "$work/doc.txt" \
         --kv-policy snapkv --window 32 --budget 32
     expect "even kernel" "--kernel 4" -- "${qa[@]}" --document "$work/doc.txt" --kv-policy snapkv --kernel 4
-    expect "kernel 0" "--kernel 0" -- "${qa[@]}" --document "$work/doc.txt" --kv-policy snapkv --kernel 0
+    expect "kernel 0" "--kernel must be at least 1, got 0" -- "${qa[@]}" --document "$work/doc.txt" --kv-policy snapkv --kernel 0
     expect "window over the prompt" "--window 5000" "prompt has" -- "${qa[@]}" --document "$work/doc.txt" \
         --kv-policy snapkv --window 5000 --budget 6000
     expect "empty document" "empty.txt" "empty" -- "${qa[@]}" --document "$work/empty.txt"

@@ -29,7 +29,7 @@ run qa_store "$bin" qa --model "$gguf" --document "$doc" --question "Who was the
 run qa_full "$bin" qa --model "$gguf" --document "$doc" --question "Who was the first director?" \
     --kv-policy full --max-tokens 0 --json
 run bench "$bin" bench --model "$gguf" --prompt-tokens 0,64 --gen-tokens 2 --repeat 1 \
-    --kv-policy full,snapkv --window 8 --budget 16 --json
+    --kv-policy full,snapkv --window 8 --budget 16 --batch 1,3 --json
 check() {
     python3 "$root/tests/json_schema_check.py" "$root/README.md" "$@" || failed=1
 }
@@ -40,5 +40,17 @@ check bench "$work/bench"
 grep -q '"mode":"read"' "$work/qa_store" || { echo "FAIL: the second question did not read the store"; failed=1; }
 grep -q '"snapkv_preset"' "$work/bench" || { echo "FAIL: bench printed no snapkv row"; failed=1; }
 grep -q '"prefill_tokens_per_s":null' "$work/bench" || { echo "FAIL: bench printed no decode-only row"; failed=1; }
+# A batch of 3 holds three caches of the single sequence's size, under each policy.
+python3 - "$work/bench" <<'PY' || failed=1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+one = {(r["prompt_tokens"], r["kv_policy"]): r["kv_bytes"] for r in rows if r["batch"] == 1}
+for r in rows:
+    if r["batch"] == 3:
+        want = 3 * one[(r["prompt_tokens"], r["kv_policy"])]
+        assert r["kv_bytes"] == want, (r, want)
+        assert abs(r["decode_tokens_per_s_per_seq"] * 3 - r["decode_tokens_per_s"]) < 1e-6 * r["decode_tokens_per_s"]
+print("ok   bench --batch 3: three caches per row, tokens/s per sequence a third")
+PY
 [ $failed = 0 ] && echo "test_json_schema: passed" || echo "test_json_schema: FAILED"
 exit $failed

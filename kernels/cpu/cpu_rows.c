@@ -217,6 +217,70 @@ static inline float dot_q4_512(const char *row, size_t block_bytes, size_t qs_of
 }
 #endif
 
+#if CPU_ROWS_Q4_AVX512
+// dot_q4_512_rows: dot_q4_512 for R <= 4 rows at once (R a constant at each call,
+// so the loops unroll), the same arithmetic per row in the same order (each result
+// is bit-identical to the 1-row kernel): the x vectors of a block are loaded once
+// for the R rows. Decode matvecs of small models have short rows (SmolLM2: 18 blocks), where
+// the per-row loads and reductions, not the weights, were the cost.
+static inline __attribute__((always_inline)) void dot_q4_512_rows(
+    const int R, const char *const *row, size_t block_bytes, size_t qs_offset, __m512 lut,
+    const float *x, const float *xsum, int64_t nb, float *out) {
+    __m512 a0[4], a1[4];
+    float ms[4] = {0};
+    for (int k = 0; k < R; k++) a0[k] = a1[k] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const float *x0 = x + i * QK_BLOCK, *x1 = x0 + QK_BLOCK;
+        const __m512 x0l = _mm512_loadu_ps(x0), x0h = _mm512_loadu_ps(x0 + 16);
+        const __m512 x1l = _mm512_loadu_ps(x1), x1h = _mm512_loadu_ps(x1 + 16);
+        for (int k = 0; k < R; k++) {
+            const char *b0 = row[k] + (size_t)i * block_bytes, *b1 = b0 + block_bytes;
+            uint16_t d0, d1;
+            memcpy(&d0, b0, 2);
+            memcpy(&d1, b1, 2);
+            __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b0 + qs_offset)));
+            __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b1 + qs_offset)));
+            __m512 s0 = _mm512_mul_ps(_mm512_permutexvar_ps(q0, lut), x0l);
+            __m512 s1 = _mm512_mul_ps(_mm512_permutexvar_ps(q1, lut), x1l);
+            s0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q0, 4), lut), x0h, s0);
+            s1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q1, 4), lut), x1h, s1);
+            a0[k] = _mm512_fmadd_ps(_mm512_set1_ps(half_to_f32(d0)), s0, a0[k]);
+            a1[k] = _mm512_fmadd_ps(_mm512_set1_ps(half_to_f32(d1)), s1, a1[k]);
+            if (xsum) {
+                uint16_t m0, m1;
+                memcpy(&m0, b0 + 2, 2);
+                memcpy(&m1, b1 + 2, 2);
+                ms[k] += half_to_f32(m0) * xsum[i] + half_to_f32(m1) * xsum[i + 1];
+            }
+        }
+    }
+    if (i < nb) { // the odd block: the 1-row kernel's tail, per row
+        for (int k = 0; k < R; k++)
+            out[k] = _mm512_reduce_add_ps(_mm512_add_ps(a0[k], a1[k])) + ms[k];
+        for (int k = 0; k < R; k++) {
+            const char *b = row[k] + (size_t)i * block_bytes;
+            const uint8_t *qs = (const uint8_t *)b + qs_offset;
+            float lutv[16], bs = 0.0f;
+            uint16_t d;
+            memcpy(&d, b, 2);
+            _mm512_storeu_ps(lutv, lut);
+            for (int j = 0; j < QK_BLOCK / 2; j++)
+                bs += lutv[qs[j] & 0x0f] * x[i * QK_BLOCK + j] +
+                      lutv[qs[j] >> 4] * x[i * QK_BLOCK + j + QK_BLOCK / 2];
+            out[k] += half_to_f32(d) * bs;
+            if (xsum) {
+                uint16_t m;
+                memcpy(&m, b + 2, 2);
+                out[k] += half_to_f32(m) * xsum[i];
+            }
+        }
+        return;
+    }
+    for (int k = 0; k < R; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(a0[k], a1[k])) + ms[k];
+}
+#endif
+
 static float dot_q4_0(const block_q4_0 *b, const float *x, int64_t nb) {
     int64_t i = 0;
     float s = 0.0f;
@@ -292,7 +356,24 @@ void cpu_rows_dot(const bk_weight *w, const float *x, const float *xsum, int64_t
                   float *y) {
     const char *base = w->data;
     int64_t K = w->cols, nb = K / QK_BLOCK;
-    for (int64_t r = r0; r < r1; r++) {
+    int64_t r = r0;
+#if CPU_ROWS_Q4_AVX512
+    if (w->type == DTYPE_Q4_0 || w->type == DTYPE_Q4_1) {
+        const int q41 = w->type == DTYPE_Q4_1;
+        const __m512 lut = q41 ? _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+                               : _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+        const size_t bb = q41 ? sizeof(block_q4_1) : sizeof(block_q4_0);
+        const size_t qo = q41 ? offsetof(block_q4_1, qs) : offsetof(block_q4_0, qs);
+        // 4 rows at a time: 8 rows measured 25% slower than 4 (38.7 against 51.9
+        // decode tokens/s on SmolLM2, 1 thread, Xeon); 4 against 1 row: +28%.
+        for (; r + 4 <= r1; r += 4) {
+            const char *rows[4];
+            for (int k = 0; k < 4; k++) rows[k] = base + (size_t)(r + k) * w->row_bytes;
+            dot_q4_512_rows(4, rows, bb, qo, lut, x, q41 ? xsum : NULL, nb, y + (r - r0));
+        }
+    }
+#endif
+    for (; r < r1; r++) {
         const void *row = base + (size_t)r * w->row_bytes;
         float v = 0.0f;
         switch (w->type) {

@@ -45,7 +45,10 @@ typedef enum rope_mode {
 
 typedef struct rope_params {
     rope_mode mode;
-    const float *inv_freq; // host, [D/2]; scaling (llama3) already applied by the caller
+    const float *inv_freq; // host, [D/2]; scaling (llama3, yarn, dynamic) applied by the caller
+    // Multiplies cos and sin (YaRN's attention temperature, HF's attention_scaling),
+    // so q.k grows by its square. 0, what a zero-initialised rope_params holds, means 1.
+    float cs_scale;
 } rope_params;
 
 // Geometry of one attention call. K/V live head-major: [Hkv][S_cap][D], the

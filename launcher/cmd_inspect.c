@@ -18,9 +18,27 @@ static void print_config(const char *path, const model_config *c) {
     printf("heads         %d query, %d KV, head size %d\n", c->n_heads, c->n_kv_heads, c->head_dim);
     printf("vocabulary    %d%s\n", c->n_vocab, c->tied_embeddings ? " (tied LM head)" : "");
     printf("context       %d tokens\n", c->n_ctx);
-    printf("rope          theta %g, %s%s\n", c->rope_theta,
-           c->rope_mode == ROPE_MODE_PAIRS ? "adjacent pairs" : "halves (neox)",
-           c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "");
+    printf("rope          theta %g, %s", c->rope_theta,
+           c->rope_mode == ROPE_MODE_PAIRS ? "adjacent pairs" : "halves (neox)");
+    switch (c->rope_scaling) {
+    case ROPE_SCALING_LLAMA3:
+        printf(", llama3 scaling (factor %g, low %g, high %g, original context %d)", c->rope_factor,
+               c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_ctx);
+        break;
+    case ROPE_SCALING_YARN:
+        printf(", yarn scaling (factor %g, original context %d, beta fast %g / slow %g, "
+               "cos/sin x %.6g)",
+               c->rope_factor, c->rope_original_ctx, c->rope_beta_fast, c->rope_beta_slow,
+               c->rope_attn_scale);
+        break;
+    case ROPE_SCALING_DYNAMIC:
+        printf(", dynamic NTK scaling (factor %g; the base grows past %d tokens)", c->rope_factor,
+               c->rope_original_ctx);
+        break;
+    default:
+        break;
+    }
+    printf("\n");
     printf("extras        %s%s%s\n", c->qkv_bias ? "q/k/v bias " : "", c->qk_norm ? "q/k norm" : "",
            !c->qkv_bias && !c->qk_norm ? "none" : "");
 }

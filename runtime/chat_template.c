@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tokenizer_internal.h"
 
@@ -186,8 +187,72 @@ static snp_status llama3_render(const tokenizer *t, const char *tmpl, const char
     return SNP_OK;
 }
 
+// ---- Llama 3.1 / 3.2 / 3.3 (a system header with the knowledge cutoff and a date) ----
+// The system turn is always written, system message or not; without tools (snaptp
+// passes none) the rest is Llama 3's. 3.1 and 3.3 date it with their literal default
+// ("26 Jul 2024"); 3.2 asks strftime_now("%d %b %Y"), which transformers defines
+// (local time, today), falling back to the literal where it is not defined.
+static const char *const llama31_turn = "'<|start_header_id|>' + message['role'] + "
+                                        "'<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+                                        "'<|eot_id|>'";
+
+static int llama31_matches(const char *tmpl) {
+    return has(tmpl, "Cutting Knowledge Date: December 2023\\n") &&
+           has(tmpl, "\"Today Date: \" + date_string + \"\\n\\n\"") &&
+           has(tmpl, "set system_message = messages[0]['content']|trim") &&
+           has(tmpl, llama31_turn) && has(tmpl, "{{- bos_token }}") &&
+           has(tmpl, "set date_string = \"");
+}
+
+static int llama31_vocab(const tokenizer *t) {
+    (void)t; // a vocabulary without a template gets Llama 3's plain format
+    return 0;
+}
+
+// llama31_date: the template's literal default date, or today's when it asks for
+// strftime_now. *out is NUL-terminated.
+static snp_status llama31_date(const char *tmpl, char *out, size_t cap) {
+    if (has(tmpl, "strftime_now(\"%d %b %Y\")")) {
+        time_t now = time(NULL);
+        struct tm tm;
+        if (!localtime_r(&now, &tm) || strftime(out, cap, "%d %b %Y", &tm) == 0)
+            return snp_fail(SNP_ERR_INTERNAL, "chat template: cannot format today's date");
+        return SNP_OK;
+    }
+    const char *p = strstr(tmpl, "set date_string = \"");
+    p += strlen("set date_string = \"");
+    const char *end = strchr(p, '"');
+    if (!end || (size_t)(end - p) >= cap)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "chat template from %s: the default date_string is "
+                        "malformed",
+                        "tokenizer_config.json or GGUF");
+    memcpy(out, p, (size_t)(end - p));
+    out[end - p] = '\0';
+    return SNP_OK;
+}
+
+static snp_status llama31_render(const tokenizer *t, const char *tmpl, const char *sys,
+                                 const char *user, tok_buf *out) {
+    char date[64];
+    TRY(llama31_date(tmpl, date, sizeof date));
+    size_t n = 0;
+    const char *bos = tokenizer_piece(t, tokenizer_bos_id(t), &n);
+    if (bos) TRY(tok_buf_append(out, bos, n));
+    TRY(put(out, "<|start_header_id|>system<|end_header_id|>\n\n"
+                 "Cutting Knowledge Date: December 2023\nToday Date: "));
+    TRY(put(out, date));
+    TRY(put(out, "\n\n"));
+    if (sys) TRY(put_trimmed(out, sys));
+    TRY(put(out, "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"));
+    TRY(put_trimmed(out, user));
+    TRY(put(out, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"));
+    return SNP_OK;
+}
+
 static const chat_family families[] = {
     {"qwen3", qwen3_matches, qwen3_vocab, qwen3_render},
+    {"llama3.1", llama31_matches, llama31_vocab, llama31_render},
     {"llama3", llama3_matches, llama3_vocab, llama3_render},
     {"chatml", chatml_matches, chatml_vocab, chatml_render},
 };
@@ -207,7 +272,7 @@ static snp_status pick(const tokenizer *t, const chat_family **out) {
                         "family (chatml, llama3, qwen3)");
     return snp_fail(SNP_ERR_UNSUPPORTED,
                     "chat template from %s is not one snaptp knows (SmolLM2/ChatML, Llama 3, "
-                    "Qwen3); it starts: '%.80s'",
+                    "Llama 3.1-3.3, Qwen3); it starts: '%.80s'",
                     tokenizer_chat_template_source(t), tmpl);
 }
 

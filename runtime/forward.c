@@ -167,15 +167,16 @@ static void *act_row(const model *m, void *base, size_t row, size_t width) {
 }
 
 // qkv_project: q, k, v of one chunk of Tc tokens (positions in f->pos), normed
-// (Qwen3) and rotated, into f->q, f->k, f->v.
-static snp_status qkv_project(forward_ctx *f, int l, const void *x_c, int Tc) {
+// (Qwen3) and rotated, into f->q, f->k, f->v. seq_len: the length of the call's
+// sequence (dynamic NTK's frequencies depend on it); 0: each token's own pos + 1.
+static snp_status qkv_project(forward_ctx *f, int l, const void *x_c, int Tc, int seq_len) {
     model *m = f->m;
     const backend_ops *ops = m->be->ops;
     void *ctx = m->be->ctx;
     const model_config *c = &m->cfg;
     const layer_weights *lw = &m->layers[l];
     const int Hl = m->n_heads_local, Hkvl = m->n_kv_heads_local, D = c->head_dim;
-    const rope_params rp = {c->rope_mode, m->inv_freq};
+    const rope_params rp = model_rope_params(m, seq_len > 0 ? seq_len : f->pos[0] + 1);
     TRY(ops->rms_norm(ctx, f->xn, x_c, lw->attn_norm, c->rms_eps, Tc, c->n_embd));
     TRY(ops->matmul(ctx, f->q, f->xn, lw->wq, lw->bq, Tc));
     TRY(ops->matmul(ctx, f->k, f->xn, lw->wk, lw->bk, Tc));
@@ -184,8 +185,16 @@ static snp_status qkv_project(forward_ctx *f, int l, const void *x_c, int Tc) {
         TRY(ops->rms_norm(ctx, f->q, f->q, lw->q_norm, c->rms_eps, Tc * Hl, D));
         TRY(ops->rms_norm(ctx, f->k, f->k, lw->k_norm, c->rms_eps, Tc * Hkvl, D));
     }
-    TRY(ops->rope(ctx, f->q, f->pos, Tc, Hl, D, &rp));
-    TRY(ops->rope(ctx, f->k, f->pos, Tc, Hkvl, D, &rp));
+    if (seq_len > 0 || c->rope_scaling != ROPE_SCALING_DYNAMIC) {
+        TRY(ops->rope(ctx, f->q, f->pos, Tc, Hl, D, &rp));
+        TRY(ops->rope(ctx, f->k, f->pos, Tc, Hkvl, D, &rp));
+        return SNP_OK;
+    }
+    for (int t = 0; t < Tc; t++) { // a decode batch under dynamic NTK: per sequence
+        const rope_params rt = model_rope_params(m, f->pos[t] + 1);
+        TRY(ops->rope(ctx, act_row(m, f->q, t, (size_t)Hl * D), f->pos + t, 1, Hl, D, &rt));
+        TRY(ops->rope(ctx, act_row(m, f->k, t, (size_t)Hkvl * D), f->pos + t, 1, Hkvl, D, &rt));
+    }
     return SNP_OK;
 }
 
@@ -297,7 +306,7 @@ snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, 
             const int Tc = T - t0 < f->chunk ? T - t0 : f->chunk;
             for (int i = 0; i < Tc; i++) f->pos[i] = pos0 + t0 + i;
             void *x_c = act_row(m, f->x, (size_t)t0, (size_t)c->n_embd);
-            TRY(qkv_project(f, l, x_c, Tc));
+            TRY(qkv_project(f, l, x_c, Tc, pos0 + T));
             TRY(store_and_attend(f, kv->k[l], kv->v[l], kv->capacity, 0, Tc, row_base + t0));
             TRY(attention_out(f, l, x_c, Tc));
             TRY(mlp_block(f, l, x_c, Tc));
@@ -343,6 +352,10 @@ static snp_status prefill_check(const forward_ctx *f, const kv_cache *kv, int L,
                         "used)",
                         rows, kv->n_keys, kv->capacity);
     if (!prefix) return SNP_OK;
+    if (c->rope_scaling == ROPE_SCALING_DYNAMIC) // the stored keys' angles depend on L
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "forward: a KV store cannot serve a model with dynamic NTK rope scaling "
+                        "(its keys' rotation depends on the whole prompt's length)");
     const int P0 = prefix->n_tokens, nq = prefix->n_query_rows;
     if (P0 <= 0 || P0 >= L)
         return snp_fail(SNP_ERR_ARGUMENT,
@@ -420,7 +433,7 @@ snp_status forward_prefill(forward_ctx *f, kv_cache *kv, const int32_t *ids, int
                 const int Tc = seg_end[g] - t0 < f->chunk ? seg_end[g] - t0 : f->chunk;
                 for (int i = 0; i < Tc; i++) f->pos[i] = t0 + i;
                 void *x_c = act_row(m, f->x, (size_t)(t0 - first_run), (size_t)c->n_embd);
-                TRY_GOTO(st, qkv_project(f, l, x_c, Tc), done);
+                TRY_GOTO(st, qkv_project(f, l, x_c, Tc, L), done);
                 if (p) TRY_GOTO(st, capture_rows(f, t0, Tc, L - p->window, L, q_win), done);
                 if (saving && nq > 0)
                     TRY_GOTO(st, capture_rows(f, t0, Tc, P0 - nq, P0, q_tail), done);
@@ -491,7 +504,7 @@ snp_status forward_decode_batch(forward_ctx *f, kv_cache *const *kvs, const int3
     for (int l = 0; l < c->n_layers; l++) {
         // Projections and MLP see the B tokens as one matrix; attention is per
         // sequence, each over its own cache.
-        TRY(qkv_project(f, l, f->x, B));
+        TRY(qkv_project(f, l, f->x, B, 0));
         for (int b = 0; b < B; b++)
             TRY(store_and_attend(f, kvs[b]->k[l], kvs[b]->v[l], kvs[b]->capacity, b, 1,
                                  kvs[b]->n_keys));

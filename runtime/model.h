@@ -37,7 +37,9 @@ typedef struct model {
     bk_weight *output_norm;
     bk_weight *output;    // [V, C]; == tok_embd when embeddings are tied
     layer_weights *layers;
-    float *inv_freq;      // [D/2], host
+    float *inv_freq;      // [D/2], host: the frequencies at load
+    float *inv_freq_step; // [D/2], host: dynamic NTK's set for inv_freq_step_len
+    int inv_freq_step_len; // the sequence length inv_freq_step was made for (0: none)
     uint64_t weight_bytes; // bytes of the checkpoint tensors this rank loaded
     uint64_t weight_elems; // their elements (a bf16 backend stores 2 bytes each)
     char *path;
@@ -52,6 +54,13 @@ typedef struct model {
 // an unsupported dtype.
 snp_status model_load(const char *path, backend *be, const model_shard *shard, model **out);
 void model_free(model *m); // NULL is a no-op
+
+// model_rope_params: the rope parameters of a forward call over a sequence of seq_len
+// tokens (its largest position + 1): the load-time frequencies and YaRN's cos/sin
+// scale, or for dynamic NTK the frequencies HF recomputes for that length
+// (model_config_inv_freq_at), kept in m->inv_freq_step until the length changes.
+// One forward at a time per model: the set it points to is the model's.
+rope_params model_rope_params(model *m, int seq_len);
 
 // model_plan_weights: the config and the bytes of this shard's weights as a
 // backend stores them, without loading anything (for the memory plan): the

@@ -38,14 +38,22 @@ static snp_status arch_from_name(const char *name, size_t len, const char *sourc
 
 // ---- GGUF -------------------------------------------------------------------
 
+// yarn_get_mscale: HF's attention_factor for YaRN (_compute_yarn_parameters): given,
+// or 0.1 ln(factor) + 1 (the paper's temperature), or the ratio of two such terms
+// when mscale and mscale_all_dim are both given (DeepSeek's form). In double, as
+// Python computes it; the rope op multiplies cos and sin by it in fp32.
+static double yarn_get_mscale(double scale, double mscale) {
+    return scale <= 1 ? 1.0 : 0.1 * mscale * log(scale) + 1.0;
+}
+
 static snp_status gguf_int(const gguf_file *f, const char *arch, const char *suffix, int required,
                            int fallback, int *out) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
     if (gguf_find_key(f, key) < 0) {
         if (required)
-            return snp_fail(SNP_ERR_FORMAT, "gguf: %s: metadata key '%s' is missing",
-                            gguf_path(f), key);
+            return snp_fail(SNP_ERR_FORMAT, "gguf: %s: metadata key '%s' is missing", gguf_path(f),
+                            key);
         *out = fallback;
         return SNP_OK;
     }
@@ -69,12 +77,53 @@ static snp_status gguf_float(const gguf_file *f, const char *arch, const char *s
     return gguf_get_f32(f, key, out);
 }
 
+// gguf_rope_scaling: `<arch>.rope.scaling.*` as llama.cpp's converter writes it. yarn
+// carries factor, original_context_length and optionally yarn_beta_fast/slow and
+// attn_factor (llama.cpp multiplies its own 0.1 ln(factor) + 1 by it, and so do we).
+// llama3 scaling is not a type here: it lives in the tensor rope_freqs.weight,
+// which the model loader applies (model_load). dynamic NTK has no GGUF form.
+static snp_status gguf_rope_scaling(const gguf_file *f, const char *arch, model_config *c) {
+    char key[128];
+    c->rope_scaling = ROPE_SCALING_NONE;
+    c->rope_attn_scale = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (gguf_find_key(f, key) < 0) return SNP_OK;
+    gguf_str type;
+    TRY(gguf_get_str(f, key, &type));
+    if (type.len == 4 && memcmp(type.ptr, "none", 4) == 0) return SNP_OK;
+    if (!(type.len == 4 && memcmp(type.ptr, "yarn", 4) == 0))
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "gguf: %s: %s = '%.*s' is not supported (snaptp reads none, yarn)",
+                        gguf_path(f), key, (int)type.len, type.ptr);
+    c->rope_scaling = ROPE_SCALING_YARN;
+    TRY(gguf_float(f, arch, "rope.scaling.factor", 0.0f, &c->rope_factor));
+    if (!(c->rope_factor >= 1.0f) || !isfinite(c->rope_factor))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "gguf: %s: %s.rope.scaling.factor = %g: yarn needs a factor >= 1",
+                        gguf_path(f), arch, (double)c->rope_factor);
+    TRY(gguf_int(f, arch, "rope.scaling.original_context_length", 0, c->n_ctx,
+                 &c->rope_original_ctx));
+    TRY(gguf_float(f, arch, "rope.scaling.yarn_beta_fast", 32.0f, &c->rope_beta_fast));
+    TRY(gguf_float(f, arch, "rope.scaling.yarn_beta_slow", 1.0f, &c->rope_beta_slow));
+    if (!(c->rope_beta_fast > 0) || !(c->rope_beta_slow > 0))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "gguf: %s: %s.rope.scaling.yarn_beta_fast %g / yarn_beta_slow %g must be "
+                        "positive",
+                        gguf_path(f), arch, (double)c->rope_beta_fast, (double)c->rope_beta_slow);
+    float attn = 1.0f;
+    TRY(gguf_float(f, arch, "rope.scaling.attn_factor", 1.0f, &attn));
+    c->rope_attn_scale = (float)(attn * yarn_get_mscale(c->rope_factor, 1.0));
+    c->rope_yarn_truncate = 1;
+    double ctx = (double)c->rope_original_ctx * c->rope_factor; // as for config.json
+    if (ctx > (double)c->n_ctx) c->n_ctx = ctx > (double)(1 << 30) ? (1 << 30) : (int)ctx;
+    return SNP_OK;
+}
+
 snp_status model_config_from_gguf(const gguf_file *f, model_config *out) {
     model_config c = {0};
     gguf_str arch_str;
     TRY(gguf_get_str(f, "general.architecture", &arch_str));
-    TRY(arch_from_name(arch_str.ptr, arch_str.len, gguf_path(f), "general.architecture",
-                       &c.arch));
+    TRY(arch_from_name(arch_str.ptr, arch_str.len, gguf_path(f), "general.architecture", &c.arch));
     char arch[32];
     snprintf(arch, sizeof arch, "%.*s", (int)arch_str.len, arch_str.ptr);
 
@@ -105,18 +154,7 @@ snp_status model_config_from_gguf(const gguf_file *f, model_config *out) {
     TRY(gguf_float(f, arch, "rope.freq_base", 10000.0f, &c.rope_theta));
     TRY(gguf_float(f, arch, "attention.layer_norm_rms_epsilon", 1e-5f, &c.rms_eps));
 
-    char key[128];
-    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
-    if (gguf_find_key(f, key) >= 0) {
-        gguf_str type;
-        TRY(gguf_get_str(f, key, &type));
-        if (!(type.len == 4 && memcmp(type.ptr, "none", 4) == 0))
-            return snp_fail(SNP_ERR_UNSUPPORTED, "gguf: %s: %s = '%.*s' is not supported",
-                            gguf_path(f), key, (int)type.len, type.ptr);
-    }
-    // llama.cpp stores llama3 scaling as per-frequency factors in the tensor
-    // rope_freqs.weight; the model loader applies them (model_load), not us.
-    c.rope_scaling = ROPE_SCALING_NONE;
+    TRY(gguf_rope_scaling(f, arch, &c));
 
     // The llama converter permutes q/k rows so that rope rotates adjacent pairs;
     // qwen converters keep HF's halves layout.
@@ -155,14 +193,14 @@ static snp_status json_int(const cJSON *root, const char *path, const char *fiel
     }
     if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
         item->valuedouble <= 0 || item->valuedouble > (double)(1 << 30))
-        return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' must be a positive integer",
-                        path, field);
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' must be a positive integer", path,
+                        field);
     *out = (int)item->valuedouble;
     return SNP_OK;
 }
 
-static snp_status json_float(const cJSON *root, const char *path, const char *field,
-                             float fallback, float *out) {
+static snp_status json_float(const cJSON *root, const char *path, const char *field, float fallback,
+                             float *out) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, field);
     if (!item || cJSON_IsNull(item)) {
         *out = fallback;
@@ -184,28 +222,107 @@ static snp_status json_bool(const cJSON *root, const char *path, const char *fie
         return SNP_OK;
     }
     if (!cJSON_IsBool(item))
-        return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' must be true or false", path, field);
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field '%s' must be true or false", path,
+                        field);
     *out = cJSON_IsTrue(item);
+    return SNP_OK;
+}
+
+static snp_status parse_yarn(const cJSON *root, const cJSON *rs, const char *path,
+                             model_config *c) {
+    const cJSON *factor = cJSON_GetObjectItemCaseSensitive(rs, "factor");
+    // The pretraining context: a top-level original_max_position_embeddings wins (Phi-3
+    // style, as HF's standardize_rope_params), then rope_scaling's, then
+    // max_position_embeddings.
+    int orig = c->n_ctx;
+    TRY(json_int(rs, path, "original_max_position_embeddings", 0, c->n_ctx, &orig));
+    TRY(json_int(root, path, "original_max_position_embeddings", 0, orig, &orig));
+    c->rope_original_ctx = orig;
+    double f;
+    if (!factor || cJSON_IsNull(factor)) {
+        f = (double)c->n_ctx / (double)orig; // HF: max_position_embeddings / original
+    } else if (cJSON_IsNumber(factor)) {
+        f = factor->valuedouble;
+    } else {
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'rope_scaling.factor' must be a number",
+                        path);
+    }
+    if (!(f >= 1.0) || !isfinite(f))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: rope_scaling.factor %g: yarn needs a finite factor >= 1", path,
+                        f);
+    c->rope_factor = (float)f;
+    float attn = 0, mscale = 0, mscale_all = 0;
+    TRY(json_float(rs, path, "attention_factor", 0.0f, &attn));
+    TRY(json_float(rs, path, "mscale", 0.0f, &mscale));
+    TRY(json_float(rs, path, "mscale_all_dim", 0.0f, &mscale_all));
+    const cJSON *given = cJSON_GetObjectItemCaseSensitive(rs, "attention_factor");
+    if (given && !cJSON_IsNull(given)) {
+        if (!(attn > 0) || !isfinite(attn))
+            return snp_fail(SNP_ERR_FORMAT,
+                            "config: %s: rope_scaling.attention_factor %g must be positive", path,
+                            (double)attn);
+        c->rope_attn_scale = attn;
+    } else if (mscale != 0 && mscale_all != 0) {
+        c->rope_attn_scale = (float)(yarn_get_mscale(f, mscale) / yarn_get_mscale(f, mscale_all));
+    } else {
+        c->rope_attn_scale = (float)yarn_get_mscale(f, 1.0);
+    }
+    // HF: `get("beta_fast") or 32`, so 0 and null both mean the default.
+    TRY(json_float(rs, path, "beta_fast", 32.0f, &c->rope_beta_fast));
+    TRY(json_float(rs, path, "beta_slow", 1.0f, &c->rope_beta_slow));
+    if (c->rope_beta_fast == 0) c->rope_beta_fast = 32.0f;
+    if (c->rope_beta_slow == 0) c->rope_beta_slow = 1.0f;
+    if (!(c->rope_beta_fast > 0) || !(c->rope_beta_slow > 0))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: rope_scaling beta_fast %g and beta_slow %g must be positive",
+                        path, (double)c->rope_beta_fast, (double)c->rope_beta_slow);
+    TRY(json_bool(rs, path, "truncate", 1, &c->rope_yarn_truncate));
+    // The context the scaled model serves, as vLLM derives it: original x factor.
+    double ctx = (double)orig * f;
+    if (ctx > (double)c->n_ctx) c->n_ctx = ctx > (double)(1 << 30) ? (1 << 30) : (int)ctx;
+    return SNP_OK;
+}
+
+static snp_status parse_dynamic(const cJSON *rs, const char *path, model_config *c) {
+    const cJSON *factor = cJSON_GetObjectItemCaseSensitive(rs, "factor");
+    if (!cJSON_IsNumber(factor) || !(factor->valuedouble >= 1.0) || !isfinite(factor->valuedouble))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: rope_scaling.factor must be a number >= 1 for dynamic NTK",
+                        path);
+    c->rope_factor = (float)factor->valuedouble;
+    // HF grows the base past max_position_embeddings (not any "original" field).
+    c->rope_original_ctx = c->n_ctx;
+    double ctx = (double)c->n_ctx * factor->valuedouble;
+    c->n_ctx = ctx > (double)(1 << 30) ? (1 << 30) : (int)ctx;
     return SNP_OK;
 }
 
 static snp_status parse_rope_scaling(const cJSON *root, const char *path, model_config *c) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     c->rope_scaling = ROPE_SCALING_NONE;
+    c->rope_attn_scale = 1.0f;
     if (!rs || cJSON_IsNull(rs)) return SNP_OK;
     if (!cJSON_IsObject(rs))
-        return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'rope_scaling' must be an object",
-                        path);
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'rope_scaling' must be an object", path);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!type) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
     if (!cJSON_IsString(type))
         return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'rope_scaling.rope_type' is missing",
                         path);
     if (strcmp(type->valuestring, "default") == 0) return SNP_OK;
+    if (strcmp(type->valuestring, "yarn") == 0) {
+        c->rope_scaling = ROPE_SCALING_YARN;
+        return parse_yarn(root, rs, path, c);
+    }
+    if (strcmp(type->valuestring, "dynamic") == 0) {
+        c->rope_scaling = ROPE_SCALING_DYNAMIC;
+        return parse_dynamic(rs, path, c);
+    }
     if (strcmp(type->valuestring, "llama3") != 0)
         return snp_fail(SNP_ERR_UNSUPPORTED,
                         "config: %s: rope_scaling.rope_type '%s' is not supported (snaptp "
-                        "supports llama3)",
+                        "supports llama3, yarn, dynamic)",
                         path, type->valuestring);
     c->rope_scaling = ROPE_SCALING_LLAMA3;
     TRY(json_float(rs, path, "factor", 8.0f, &c->rope_factor));
@@ -301,16 +418,30 @@ snp_status model_config_validate(const model_config *c, const char *source) {
     return SNP_OK;
 }
 
-void model_config_inv_freq(const model_config *c, float *inv_freq) {
+static const char *const rope_names[] = {
+    [ROPE_SCALING_NONE] = "none",
+    [ROPE_SCALING_LLAMA3] = "llama3",
+    [ROPE_SCALING_YARN] = "yarn",
+    [ROPE_SCALING_DYNAMIC] = "dynamic",
+};
+_Static_assert(sizeof rope_names / sizeof rope_names[0] == ROPE_SCALING_COUNT,
+               "one name per rope scaling");
+
+const char *model_config_rope_name(rope_scaling s) {
+    return (unsigned)s < ROPE_SCALING_COUNT ? rope_names[s] : "?";
+}
+
+// Plain RoPE with base `base`: 1 / base ** (arange(0, D, 2).float() / D), in fp32 as
+// HF (the base rounded to fp32 first, as torch does with a Python float).
+static void inv_freq_plain(float base, int D, float *inv_freq) {
+    for (int i = 0; i < D / 2; i++)
+        inv_freq[i] = 1.0f / powf(base, (float)(2 * i) / (float)D);
+}
+
+// transformers' _compute_llama3_parameters: long wavelengths are divided by `factor`,
+// short ones kept, the band between blended linearly.
+static void inv_freq_llama3(const model_config *c, float *inv_freq) {
     const int D = c->head_dim;
-    for (int i = 0; i < D / 2; i++) {
-        // fp32 throughout, as HF: 1 / base ** (arange(0, D, 2).float() / D)
-        float exponent = (float)(2 * i) / (float)D;
-        inv_freq[i] = 1.0f / powf(c->rope_theta, exponent);
-    }
-    if (c->rope_scaling != ROPE_SCALING_LLAMA3) return;
-    // transformers' _compute_llama3_parameters: long wavelengths are divided by
-    // `factor`, short ones kept, the band between blended linearly.
     const float old_ctx = (float)c->rope_original_ctx;
     const float low_wavelen = old_ctx / c->rope_low_freq_factor;
     const float high_wavelen = old_ctx / c->rope_high_freq_factor;
@@ -326,4 +457,77 @@ void model_config_inv_freq(const model_config *c, float *inv_freq) {
         }
         inv_freq[i] = scaled;
     }
+}
+
+// YaRN's dimension at which a frequency makes `rotations` turns over the original
+// context (find_correction_dim), in double as HF's Python.
+static double yarn_correction_dim(double rotations, int D, double base, int orig_ctx) {
+    return (D * log((double)orig_ctx / (rotations * 2 * M_PI))) / (2 * log(base));
+}
+
+// transformers' _compute_yarn_parameters: each pair i blends the interpolated
+// frequency (divided by factor) and the original one by a ramp that is 1 (keep the
+// original: fast dims that turn beta_fast times and more) below `low` and 0 (fully
+// interpolated) above `high`. Ramp and blend in fp32, bounds in double, as HF.
+static void inv_freq_yarn(const model_config *c, float *inv_freq) {
+    const int D = c->head_dim;
+    const double base = c->rope_theta;
+    double low = yarn_correction_dim(c->rope_beta_fast, D, base, c->rope_original_ctx);
+    double high = yarn_correction_dim(c->rope_beta_slow, D, base, c->rope_original_ctx);
+    if (c->rope_yarn_truncate) {
+        low = floor(low);
+        high = ceil(high);
+    }
+    if (low < 0) low = 0;
+    if (high > D - 1) high = D - 1;
+    if (low == high) high += 0.001; // HF: prevents a division by zero
+    const float f32_low = (float)low, span = (float)(high - low);
+    for (int i = 0; i < D / 2; i++) {
+        const float pos_freq = powf(c->rope_theta, (float)(2 * i) / (float)D);
+        const float extrapolation = 1.0f / pos_freq;
+        const float interpolation = 1.0f / (c->rope_factor * pos_freq);
+        float ramp = ((float)i - f32_low) / span;
+        ramp = ramp < 0.0f ? 0.0f : ramp > 1.0f ? 1.0f : ramp;
+        const float keep = 1.0f - ramp; // inv_freq_extrapolation_factor
+        inv_freq[i] = interpolation * (1.0f - keep) + extrapolation * keep;
+    }
+}
+
+void model_config_inv_freq(const model_config *c, float *inv_freq) {
+    if (c->rope_scaling == ROPE_SCALING_YARN) {
+        inv_freq_yarn(c, inv_freq);
+        return;
+    }
+    if (c->rope_scaling == ROPE_SCALING_DYNAMIC) {
+        model_config_inv_freq_at(c, 0, inv_freq);
+        return;
+    }
+    inv_freq_plain(c->rope_theta, c->head_dim, inv_freq);
+    if (c->rope_scaling == ROPE_SCALING_LLAMA3) inv_freq_llama3(c, inv_freq);
+}
+
+void model_config_inv_freq_at(const model_config *c, int seq_len, float *inv_freq) {
+    if (c->rope_scaling != ROPE_SCALING_DYNAMIC) {
+        model_config_inv_freq(c, inv_freq);
+        return;
+    }
+    // transformers' _compute_dynamic_ntk_parameters:
+    //   base * (factor * seq_len / max_pos - (factor - 1)) ** (D / (D - 2))
+    const int D = c->head_dim, max_pos = c->rope_original_ctx;
+    const double factor = c->rope_factor, theta = c->rope_theta;
+    const double exponent = (double)D / (double)(D - 2);
+    if (seq_len <= max_pos) {
+        // Up to max_position_embeddings HF keeps the set it made at init, where
+        // seq_len is a Python int: the expression runs in double (and is ~1).
+        double b = theta * pow(factor * max_pos / max_pos - (factor - 1), exponent);
+        inv_freq_plain((float)b, D, inv_freq);
+        return;
+    }
+    // Past it, dynamic_rope_update passes seq_len as an int64 tensor: torch promotes
+    // it to fp32, so every step of the base runs in fp32.
+    float x = (float)factor * (float)seq_len;
+    x = x / (float)max_pos;
+    x = x - (float)(factor - 1);
+    float b = (float)theta * powf(x, (float)exponent);
+    inv_freq_plain(b, D, inv_freq);
 }

@@ -18,7 +18,9 @@ typedef enum model_arch {
 
 typedef enum rope_scaling {
     ROPE_SCALING_NONE,
-    ROPE_SCALING_LLAMA3,
+    ROPE_SCALING_LLAMA3,  // per-band frequency division (Llama 3.1+)
+    ROPE_SCALING_YARN,    // per-dimension ramp + attention temperature on cos/sin
+    ROPE_SCALING_DYNAMIC, // dynamic NTK: the base grows with the sequence length
     ROPE_SCALING_COUNT
 } rope_scaling;
 
@@ -37,8 +39,13 @@ typedef struct model_config {
     rope_mode rope_mode;
     rope_scaling rope_scaling;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    // llama3, yarn: the pretraining context (rope_scaling.original_max_position_embeddings);
+    // dynamic: max_position_embeddings, the length past which HF starts growing the base.
     int rope_original_ctx;
-    int tied_embeddings; // LM head reads the token embedding table
+    float rope_beta_fast, rope_beta_slow; // yarn ramp bounds, in rotations
+    int rope_yarn_truncate;               // yarn: round the ramp bounds to whole dims
+    float rope_attn_scale;                // multiplies cos and sin (yarn mscale); else 1
+    int tied_embeddings;                  // LM head reads the token embedding table
     int qkv_bias;
     int qk_norm;
     int sliding_window; // 0 if none
@@ -57,7 +64,20 @@ snp_status model_config_from_json(const char *path, model_config *out);
 snp_status model_config_validate(const model_config *c, const char *source);
 
 // model_config_inv_freq: RoPE inverse frequencies [D/2] as HF computes them in
-// fp32, with llama3 scaling applied when the config asks for it.
+// fp32 at load, with llama3 or yarn scaling applied when the config asks for it.
+// For dynamic NTK this is the set for sequences up to rope_original_ctx.
 void model_config_inv_freq(const model_config *c, float *inv_freq);
+
+// model_config_inv_freq_at: the inverse frequencies HF uses for a forward call whose
+// largest position is seq_len - 1. Only dynamic NTK depends on seq_len: HF's
+// dynamic_rope_update recomputes the base from max(seq_len, max_position_embeddings)
+// when a call's sequence grows past what it has cached; a fresh model that runs a
+// prompt then decodes token by token therefore uses inv_freq_at(L) for the whole
+// prompt and inv_freq_at(p + 1) for the token at position p. Other types: as
+// model_config_inv_freq.
+void model_config_inv_freq_at(const model_config *c, int seq_len, float *inv_freq);
+
+// model_config_rope_name: "none", "llama3", "yarn", "dynamic".
+const char *model_config_rope_name(rope_scaling s);
 
 #endif

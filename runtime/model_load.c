@@ -363,8 +363,9 @@ static snp_status load(const char *path, backend *be, const model_shard *shard, 
 
     const model_config *c = &m->cfg;
     m->inv_freq = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
+    m->inv_freq_step = malloc(sizeof(float) * (size_t)(c->head_dim / 2));
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->inv_freq || !m->layers || !m->path) {
+    if (!m->inv_freq || !m->inv_freq_step || !m->layers || !m->path) {
         st = snp_fail(SNP_ERR_MEMORY, "model: out of memory loading %s", path);
         goto fail;
     }
@@ -432,6 +433,7 @@ void model_free(model *m) {
     if (!m->be) { // a dry load holds no backend weights
         free(m->layers);
         free(m->inv_freq);
+        free(m->inv_freq_step);
         free(m->path);
         free(m);
         return;
@@ -456,6 +458,21 @@ void model_free(model *m) {
     }
     free(m->layers);
     free(m->inv_freq);
+    free(m->inv_freq_step);
     free(m->path);
     free(m);
+}
+
+rope_params model_rope_params(model *m, int seq_len) {
+    const model_config *c = &m->cfg;
+    rope_params rp = {
+        .mode = c->rope_mode, .inv_freq = m->inv_freq, .cs_scale = c->rope_attn_scale};
+    // Up to max_position_embeddings dynamic NTK keeps the load-time set (HF's too).
+    if (c->rope_scaling != ROPE_SCALING_DYNAMIC || seq_len <= c->rope_original_ctx) return rp;
+    if (m->inv_freq_step_len != seq_len) {
+        model_config_inv_freq_at(c, seq_len, m->inv_freq_step);
+        m->inv_freq_step_len = seq_len;
+    }
+    rp.inv_freq = m->inv_freq_step;
+    return rp;
 }

@@ -40,11 +40,13 @@ typedef struct rope_job {
 static void rope_row(void *arg, int64_t t, int tid) {
     const rope_job *j = arg;
     const int half = j->D / 2;
+    const float scale = j->rp->cs_scale != 0.0f ? j->rp->cs_scale : 1.0f;
     float *ct = j->cs + (size_t)t * half, *st = j->sn + (size_t)t * half;
     for (int i = 0; i < half; i++) {
         float ang = (float)j->pos[t] * j->rp->inv_freq[i];
-        ct[i] = cosf(ang);
-        st[i] = sinf(ang);
+        // HF: emb.cos() * attention_scaling, one fp32 product (exact when it is 1).
+        ct[i] = cosf(ang) * scale;
+        st[i] = sinf(ang) * scale;
     }
     for (int h = 0; h < j->H; h++) {
         float *v = j->x + ((size_t)t * j->H + h) * j->D;
@@ -94,8 +96,8 @@ snp_status cpu_rms_norm(void *ctx, void *y, const void *x, const bk_weight *w, f
 
 // rope: x[t,h,:] rotated in place by angles pos[t] * inv_freq[i], i < D/2.
 // NEOX pairs (i, i + D/2), PAIRS pairs (2i, 2i + 1). As HF: the angle is one fp32
-// product of (float)pos and inv_freq, cos and sin in fp32 (glibc, < 1 ulp), then
-// out_a = a cos - b sin, out_b = b cos + a sin.
+// product of (float)pos and inv_freq, cos and sin in fp32 (glibc, < 1 ulp), each
+// times rp->cs_scale (YaRN), then out_a = a cos - b sin, out_b = b cos + a sin.
 snp_status cpu_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
                     const rope_params *rp) {
     cpu_ctx *c = ctx;

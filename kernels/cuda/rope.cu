@@ -11,19 +11,25 @@ enum { ROPE_THREADS = 256, ROPE_MAX_D = 8192 };
 
 // rope: x[t,h,:] rotated by angle pos[t] * inv_freq[i] for pair i < D/2;
 // NEOX pairs (i, i + D/2), PAIRS pairs (2i, 2i + 1); out_a = a cos - b sin,
-// out_b = b cos + a sin, in fp32, rounded once to bf16.
+// out_b = b cos + a sin, in fp32, rounded once to bf16; cos and sin are first
+// multiplied by `scale` (YaRN's attention temperature; 1 otherwise), as HF does.
 // x: [T, H, D] bf16; pos: [T] int32 and inv_freq: [D/2] fp32, device copies.
 // Numerics as the CPU backend: the angle is one fp32 product, then sincosf (the
 // accurate one, with full range reduction: positions reach 10^6 radians).
 // grid (T), block 256, dynamic shared memory D floats (cos, sin of each pair).
 __global__ void __launch_bounds__(ROPE_THREADS)
-    rope_kernel(bf16 *x, const int32_t *pos, const float *inv_freq, int H, int D, int neox) {
+    rope_kernel(bf16 *x, const int32_t *pos, const float *inv_freq, int H, int D, int neox,
+                float scale) {
     extern __shared__ float rope_cs[]; // [D/2] cos, then [D/2] sin
     const int half = D / 2, t = blockIdx.x;
     float *cs = rope_cs, *sn = rope_cs + half;
     const float p = (float)pos[t];
-    for (int i = threadIdx.x; i < half; i += blockDim.x)
-        sincosf(p * inv_freq[i], &sn[i], &cs[i]);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float s, c;
+        sincosf(p * inv_freq[i], &s, &c);
+        sn[i] = s * scale;
+        cs[i] = c * scale;
+    }
     __syncthreads(); // all angles are in shared memory before any thread rotates
     bf16 *xt = x + (size_t)t * H * D;
     for (int j = threadIdx.x; j < H * half; j += blockDim.x) {
@@ -61,7 +67,8 @@ snp_status cuda_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D
     TRY(cuda_param_upload(c, &c->rope_freq, rp->inv_freq, sizeof(float) * (size_t)(D / 2),
                           &d_freq));
     rope_kernel<<<T, ROPE_THREADS, sizeof(float) * (size_t)D, c->stream>>>(
-        (bf16 *)x, (const int32_t *)d_pos, (const float *)d_freq, H, D, rp->mode == ROPE_MODE_NEOX);
+        (bf16 *)x, (const int32_t *)d_pos, (const float *)d_freq, H, D, rp->mode == ROPE_MODE_NEOX,
+        rp->cs_scale != 0.0f ? rp->cs_scale : 1.0f);
     CUDA_LAUNCHED("rope_kernel");
     return SNP_OK;
 }

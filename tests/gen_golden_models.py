@@ -95,6 +95,47 @@ TINY = {
         about="Qwen3, GQA 8 q / 4 kv heads, head_dim 64 (q_proj 256->512), q/k RMSNorm, untied",
     ),
 }
+
+# RoPE scaling variants on smaller models (hidden 64, 4 q / 2 kv heads of 32, untied
+# LM head (a tied one makes these models repeat their input), logits in .bin files): each is a few hundred KB. The contexts are tiny on
+# purpose so that the 64-token prompt and its 32 decoded tokens run far past them: YaRN's
+# original context 32 puts the ramp (beta_slow) inside the 16 dims, and dynamic NTK's
+# max_position_embeddings 32 makes HF grow the base at the 64-token prefill and again at
+# every decode step (and, for the 7-token prompt, from the 26th decoded token on).
+SMALL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=32, tie_word_embeddings=False)
+TINY.update({
+    "llama_yarn": dict(
+        seed=505,
+        config_cls=LlamaConfig,
+        rope=dict(rope_theta=10000.0, rope_scaling={
+            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}),
+        kw=dict(SMALL, max_position_embeddings=128, rms_norm_eps=1e-5),
+        bin=True,
+        about="Llama, yarn (factor 4, original 32, beta 32/1 defaults, attention factor "
+              "0.1 ln 4 + 1), GQA 4 q / 2 kv heads of 32, untied",
+    ),
+    "qwen2_yarn": dict(
+        seed=606,
+        config_cls=Qwen2Config,
+        rope=dict(rope_theta=10000.0, rope_scaling={
+            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+            "beta_fast": 8.0, "beta_slow": 0.5, "attention_factor": 1.25}),
+        kw=dict(SMALL, max_position_embeddings=128, rms_norm_eps=1e-6, use_sliding_window=False),
+        bin=True,
+        about="Qwen2 (q/k/v bias), yarn (factor 4, original 32, beta_fast 8, beta_slow 0.5, "
+              "attention_factor 1.25), GQA 4 q / 2 kv heads of 32, untied",
+    ),
+    "llama_dynamic": dict(
+        seed=707,
+        config_cls=LlamaConfig,
+        rope=dict(rope_theta=10000.0, rope_scaling={"rope_type": "dynamic", "factor": 4.0}),
+        kw=dict(SMALL, max_position_embeddings=32, rms_norm_eps=1e-5),
+        bin=True,
+        about="Llama, dynamic NTK (factor 4, max_position_embeddings 32: the base grows with the "
+              "sequence), GQA 4 q / 2 kv heads of 32, untied",
+    ),
+})
 GGUF_NAME = "llama_gqa_gguf"
 SMOLLM2 = "smollm2"
 ALL = list(TINY) + [GGUF_NAME, SMOLLM2]
@@ -154,6 +195,16 @@ def prompts_ids():
     return [rng.integers(0, 512, size=n).tolist() for n in PROMPT_LENS]
 
 
+def fresh_rope(model):
+    """Dynamic NTK keeps state across calls (the longest sequence seen, and its inv_freq):
+    put it back to the state of a freshly loaded model, so that each prompt's goldens are
+    what a fresh model gives (snaptp's rope is a function of the call's length only)."""
+    rope = model.model.rotary_emb
+    if "dynamic" in str(rope.rope_type):
+        rope.register_buffer("inv_freq", rope.original_inv_freq.clone(), persistent=False)
+        rope.max_seq_len_cached = rope.original_max_seq_len
+
+
 @torch.no_grad()
 def run_prompt(model, ids, n_new=N_GREEDY):
     """Logits at every prompt position, then greedy decode with the KV cache.
@@ -161,6 +212,7 @@ def run_prompt(model, ids, n_new=N_GREEDY):
     Returns (prompt_logits [T, V], greedy ids [n_new], step_logits [n_new, V]) where
     argmax(step_logits[i]) == greedy[i]; row 0 is the last prompt row.
     """
+    fresh_rope(model)
     x = torch.tensor([ids], dtype=torch.long)
     out = model(input_ids=x, use_cache=True)
     prompt_logits = out.logits[0].float().clone()
@@ -183,11 +235,15 @@ def run_prompt(model, ids, n_new=N_GREEDY):
 def cross_check(model, ids, greedy, step_logits):
     """The cached decode must agree with HF generate and with one uncached forward pass."""
     x = torch.tensor([ids], dtype=torch.long)
+    fresh_rope(model)
     gen = model.generate(x, max_new_tokens=len(greedy), do_sample=False, eos_token_id=None,
                          pad_token_id=0, min_new_tokens=len(greedy))
     gen_ids = gen[0, len(ids):].tolist()
     if gen_ids != greedy:
         raise RuntimeError(f"HF generate {gen_ids} != manual greedy {greedy}")
+    # Under dynamic NTK one uncached pass over the whole sequence uses the frequencies of
+    # its full length for every position, so it differs from the cached decode by design.
+    fresh_rope(model)
     full = torch.tensor([ids + greedy[:-1]], dtype=torch.long)
     ref = model(input_ids=full, use_cache=False).logits[0, len(ids) - 1:].float()
     return float((ref - step_logits).abs().max())
@@ -198,7 +254,7 @@ def margins(step_logits):
     return (top2[:, 0] - top2[:, 1]).tolist()
 
 
-def tiny_goldens(model, name, fmt, path, about, extra=None):
+def tiny_goldens(model, name, fmt, path, about, extra=None, bin_files=False):
     prompts = []
     for pi, ids in enumerate(prompts_ids()):
         logits, greedy, steps = run_prompt(model, ids)
@@ -207,9 +263,17 @@ def tiny_goldens(model, name, fmt, path, about, extra=None):
         log(f"  {name} prompt T={len(ids)}: logits std {float(logits.std()):.3f}, "
             f"greedy {greedy[:8]}..., min top1-top2 margin {min(m):.4f}, "
             f"cached-vs-uncached max |d| {cache_err:.2e}")
-        p = {"ids": ids, "logits": logits.tolist(), "greedy": greedy, "greedy_margins": m}
-        if pi == GREEDY_LOGITS_PROMPT:
-            p["greedy_logits"] = steps.tolist()
+        if bin_files:  # 4 bytes a logit instead of ~12 as text
+            p = {"ids": ids, "logits_file": f"prompt{pi}_logits.bin", "greedy": greedy,
+                 "greedy_margins": m}
+            write_f32_bin(GOLDEN / name / p["logits_file"], logits.numpy())
+            if pi == GREEDY_LOGITS_PROMPT:
+                p["greedy_logits_file"] = f"prompt{pi}_greedy_logits.bin"
+                write_f32_bin(GOLDEN / name / p["greedy_logits_file"], steps.numpy())
+        else:
+            p = {"ids": ids, "logits": logits.tolist(), "greedy": greedy, "greedy_margins": m}
+            if pi == GREEDY_LOGITS_PROMPT:
+                p["greedy_logits"] = steps.tolist()
         prompts.append(p)
     doc = {"model": name, "format": fmt, "path": path, "about": about}
     doc.update(extra or {})
@@ -286,7 +350,7 @@ def gen_tiny(name):
             raise RuntimeError(f"{name}: reloaded {k} differs from the saved bf16 weights")
     if name == "qwen2_mha":
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    tiny_goldens(model, name, "safetensors", ".", spec["about"])
+    tiny_goldens(model, name, "safetensors", ".", spec["about"], bin_files=spec.get("bin", False))
     return model
 
 

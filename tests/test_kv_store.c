@@ -275,6 +275,13 @@ int main(int argc, char **argv) {
         // than the window, a budget well under the prompt.
         const case_spec cs = {.n_prefix = 150, .chunk = 16, .suffix_len = {5, 12, 40},
                               .snap = {.window = 8, .budget = 48, .kernel = 5, .pooling = SNAPKV_POOL_MAX}};
+        // Dynamic NTK rotates every key by the whole prompt's length, so a stored
+        // document cannot serve another question: forward_prefill refuses it.
+        if (cfg.rope_scaling == ROPE_SCALING_DYNAMIC) {
+            if (comm_rank(c) == 0) printf("skipped: %s (dynamic NTK: no KV store)\n", names[i]);
+            tc.skipped++;
+            continue;
+        }
         // tp must divide the heads: skip models this job cannot shard.
         if (cfg.n_heads % comm_size(c) != 0 ||
             (cfg.n_kv_heads % comm_size(c) != 0 && comm_size(c) % cfg.n_kv_heads != 0)) {

@@ -223,10 +223,8 @@ static snp_status llama31_date(const char *tmpl, char *out, size_t cap) {
     p += strlen("set date_string = \"");
     const char *end = strchr(p, '"');
     if (!end || (size_t)(end - p) >= cap)
-        return snp_fail(SNP_ERR_FORMAT,
-                        "chat template from %s: the default date_string is "
-                        "malformed",
-                        "tokenizer_config.json or GGUF");
+        return snp_fail(SNP_ERR_FORMAT, "chat template: the Llama 3.1 template's default "
+                                        "date_string is not a quoted string");
     memcpy(out, p, (size_t)(end - p));
     out[end - p] = '\0';
     return SNP_OK;

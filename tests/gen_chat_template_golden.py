@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Make tests/data/chat_template/golden.json: transformers' apply_chat_template output for the
+real Llama 3.1+ chat templates, on the Llama 3 tokenizer in ../shared/tokenizers/llama3.
+
+Templates (Jinja text exactly as shipped in the models' tokenizer_config.json "chat_template"):
+  llama3.1.jinja  Meta-Llama-3.1-8B/70B-Instruct (Llama-3.3-70B-Instruct ships the same text):
+                  dates its system header with the literal "26 Jul 2024".
+  llama3.2.jinja  Llama-3.2-1B/3B-Instruct: strftime_now("%d %b %Y"), which transformers defines
+                  (today, local time). The generator freezes the clock and writes {TODAY} where
+                  the date goes; the C test puts today's date there.
+
+Run:  HF_HUB_OFFLINE=1 /work/venv15/bin/python tests/gen_chat_template_golden.py
+CI reads only the committed output (test_chat_template).
+"""
+import datetime as _dt
+import gzip
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "data", "chat_template")
+SHARED = os.environ.get("SNAPTP_SHARED_DIR", os.path.join(HERE, "..", "..", "shared"))
+TEMPLATES = ["llama3.1.jinja", "llama3.2.jinja"]
+FROZEN = _dt.datetime(2024, 9, 5, 12, 0, 0)
+FROZEN_TEXT = "05 Sep 2024"  # strftime("%d %b %Y") of FROZEN
+CASES = [
+    {"system": None, "user": "Hello! What's the capital of France?"},
+    {"system": "You are a terse assistant.", "user": "List three primes."},
+    {"system": "  padded system \n", "user": "\n  padded user\t\n"},
+    {"system": "", "user": "Empty system message."},
+]
+
+
+class FrozenDatetime(_dt.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return FROZEN
+
+
+def main():
+    import transformers
+    import transformers.utils.chat_template_utils as ctu
+    from transformers import AutoTokenizer
+
+    ctu.datetime = FrozenDatetime  # strftime_now reads the module's datetime at call time
+    golden = {"generator": "tests/gen_chat_template_golden.py",
+              "transformers_version": transformers.__version__, "cases": []}
+    src = os.path.join(SHARED, "tokenizers", "llama3")
+    with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
+        base_cfg = json.load(f)
+    with gzip.open(os.path.join(src, "tokenizer.json.gz"), "rb") as f:
+        tok_json = f.read()
+    for name in TEMPLATES:
+        with open(os.path.join(DATA, name), encoding="utf-8", newline="") as f:
+            tmpl = f.read()
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "tokenizer.json"), "wb") as f:
+                f.write(tok_json)
+            cfg = dict(base_cfg, chat_template=tmpl)
+            with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump(cfg, f)
+            tok = AutoTokenizer.from_pretrained(d)
+            for c in CASES:
+                msgs = [{"role": "system", "content": c["system"]}] if c["system"] is not None else []
+                msgs.append({"role": "user", "content": c["user"]})
+                text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+                if "strftime_now" in tmpl:
+                    if FROZEN_TEXT not in text:
+                        sys.exit(f"{name}: the frozen date is not in the output")
+                    text = text.replace(FROZEN_TEXT, "{TODAY}")
+                golden["cases"].append({"template": name, **c, "expected": text})
+                print(f"{name}: system {c['system']!r}: {len(text)} chars", file=sys.stderr)
+    with open(os.path.join(DATA, "golden.json"), "w", encoding="utf-8") as f:
+        json.dump(golden, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -137,8 +137,9 @@ TINY.update({
     ),
 })
 GGUF_NAME = "llama_gqa_gguf"
+YARN_GGUF = "llama_yarn_gguf"
 SMOLLM2 = "smollm2"
-ALL = list(TINY) + [GGUF_NAME, SMOLLM2]
+ALL = list(TINY) + [GGUF_NAME, YARN_GGUF, SMOLLM2]
 
 
 def log(*a):
@@ -449,6 +450,74 @@ def write_llama_gguf(src, path):
     w.close()
 
 
+def gen_yarn_gguf():
+    """llama_yarn as llama.cpp's converter writes a yarn model: rope.scaling.type "yarn",
+    .factor, .original_context_length (beta and attn_factor left to their defaults, as HF's),
+    q/k permuted for adjacent-pair rope. Matrices in BF16, the type of the safetensors file,
+    so the weights are the same numbers and llama_yarn's goldens apply unchanged."""
+    src_dir = GOLDEN / "llama_yarn"
+    src = AutoModelForCausalLM.from_pretrained(src_dir, dtype=torch.float32)
+    cfg = src.config
+    rp = cfg.rope_parameters
+    n_head, n_kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    sd = {k: v.float().numpy() for k, v in src.state_dict().items()}
+    out = GOLDEN / YARN_GGUF
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    w = gguf.GGUFWriter(str(out / "model.gguf"), "llama")
+    w.add_name("llama_yarn tiny random")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_rope_freq_base(float(rp["rope_theta"]))
+    w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    w.add_rope_scaling_factor(float(rp["factor"]))
+    w.add_rope_scaling_orig_ctx_len(int(rp["original_max_position_embeddings"]))
+    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_rope_dimension_count(hd)
+    w.add_tokenizer_model("none")
+
+    def bf16(m):
+        return gguf.quants.quantize(np.ascontiguousarray(m, dtype=np.float32),
+                                    gguf.GGMLQuantizationType.BF16)
+
+    bt = gguf.GGMLQuantizationType.BF16
+    w.add_tensor("token_embd.weight", bf16(sd["model.embed_tokens.weight"]), raw_dtype=bt)
+    for i in range(cfg.num_hidden_layers):
+        pre = f"model.layers.{i}."
+        w.add_tensor(f"blk.{i}.attn_norm.weight", sd[pre + "input_layernorm.weight"])
+        for g, h in GGUF_MATRICES.items():
+            m = sd[pre + h + ".weight"]
+            if g == "attn_q":
+                m = llama_permute(m, n_head)
+            elif g == "attn_k":
+                m = llama_permute(m, n_kv)
+            w.add_tensor(f"blk.{i}.{g}.weight", bf16(m), raw_dtype=bt)
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", sd[pre + "post_attention_layernorm.weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    w.add_tensor("output.weight", bf16(sd["lm_head.weight"]), raw_dtype=bt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    doc = json.loads((src_dir / "golden.json").read_text())
+    for p in doc["prompts"]:
+        for key in ("logits_file", "greedy_logits_file"):
+            if key in p:
+                shutil.copy(src_dir / p[key], out / p[key])
+    doc.update(model=YARN_GGUF, format="gguf", path="model.gguf",
+               about="llama_yarn's weights (BF16) as a llama GGUF with rope.scaling.type yarn")
+    write_json(out / "golden.json", doc)
+    log(f"  {YARN_GGUF}: {(out / 'model.gguf').stat().st_size} bytes, llama_yarn's goldens")
+
+
 def own_dequant_state_dict(path, cfg):
     """Our own reading of the GGUF back into HF names (independent of transformers' loader)."""
     r = gguf.GGUFReader(str(path))
@@ -712,6 +781,9 @@ def main():
         if args.check_llamacpp:
             doc = json.loads((GOLDEN / GGUF_NAME / "golden.json").read_text())
             check_llamacpp(GOLDEN / GGUF_NAME / "model.gguf", doc["prompts"], GGUF_NAME)
+    if YARN_GGUF in todo:
+        log(f"[{YARN_GGUF}]")
+        gen_yarn_gguf()
     if SMOLLM2 in todo:
         log(f"[{SMOLLM2}]")
         _, _, prompts, path = gen_smollm2()

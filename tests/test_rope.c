@@ -4,7 +4,8 @@
 // angle pos * theta^(-2i/D), and against HF's own fp32 angle (fp32 inv_freq times
 // fp32 position), which snaptp reproduces by design. (2) YaRN's cos/sin scale.
 // (3) config.json rope_scaling: yarn and dynamic read as HF does, an unknown type
-// refused naming the file and the type.
+// refused naming the file and the type. (4) Dynamic NTK in a decode batch: each
+// sequence rotated with its own length's frequencies (tests/golden/llama_dynamic).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,9 @@
 #include <unistd.h>
 
 #include "../kernels/backend.h"
+#include "../runtime/forward.h"
+#include "../runtime/kv_cache.h"
+#include "../runtime/model.h"
 #include "../runtime/model_config.h"
 #include "support/test_support.h"
 
@@ -219,6 +223,55 @@ static void check_config(test_counts *tc) {
     remove_config(path);
 }
 
+// Two sequences decoded as one batch (7 and 64 prompt tokens: under and over
+// llama_dynamic's max_position_embeddings 32) must give the logits each gets alone.
+static void check_dynamic_batch(test_counts *tc, backend *be) {
+    enum { T0 = 7, T1 = 64, CAP = 80 };
+    char path[4096];
+    test_source_path(path, sizeof path, "tests/golden/llama_dynamic");
+    model *m = NULL;
+    forward_ctx *f = NULL;
+    kv_cache *kv[2] = {NULL, NULL}, *solo = NULL;
+    const model_shard whole = {0, 1};
+    float *batch = NULL, *alone = NULL;
+    snp_status st = model_load(path, be, &whole, &m);
+    if (!test_check(tc, st == SNP_OK, "load %s: %s", path, snp_error())) return;
+    const int V = m->cfg.n_vocab, Tn[2] = {T0, T1};
+    int32_t ids[T1], next[2] = {17, 301}, pos[2] = {T0, T1};
+    for (int i = 0; i < T1; i++)
+        ids[i] = (i * 37 + 11) % V;
+    batch = malloc(sizeof(float) * 2 * (size_t)V);
+    alone = malloc(sizeof(float) * 2 * (size_t)V);
+    st = forward_init(m, 16, &f);
+    for (int b = 0; b < 2 && st == SNP_OK; b++) {
+        st = kv_cache_init(be, m->cfg.n_layers, m->n_kv_heads_local, m->cfg.head_dim, CAP, &kv[b]);
+        if (st == SNP_OK) st = forward_run(f, kv[b], ids, Tn[b], 0, 0, alone + (size_t)b * V);
+    }
+    if (st == SNP_OK) st = forward_decode_batch(f, kv, next, pos, 2, batch);
+    for (int b = 0; b < 2 && st == SNP_OK; b++) {
+        kv_cache_free(solo);
+        solo = NULL;
+        st = kv_cache_init(be, m->cfg.n_layers, m->n_kv_heads_local, m->cfg.head_dim, CAP, &solo);
+        if (st == SNP_OK) st = forward_run(f, solo, ids, Tn[b], 0, 0, alone + (size_t)b * V);
+        if (st == SNP_OK) st = forward_run(f, solo, &next[b], 1, Tn[b], 0, alone + (size_t)b * V);
+    }
+    if (test_check(tc, st == SNP_OK, "llama_dynamic batch: %s", snp_error())) {
+        double e0 = test_max_rel_error(batch, alone, (size_t)V);
+        double e1 = test_max_rel_error(batch + V, alone + V, (size_t)V);
+        test_check(
+            tc, e0 <= 1e-6 && e1 <= 1e-6,
+            "dynamic NTK decode batch (positions %d, %d) == each alone: rel error %.2g, %.2g", T0,
+            T1, e0, e1);
+    }
+    kv_cache_free(solo);
+    kv_cache_free(kv[0]);
+    kv_cache_free(kv[1]);
+    forward_free(f);
+    model_free(m);
+    free(batch);
+    free(alone);
+}
+
 int main(void) {
     test_counts tc = {0};
     backend *be = NULL;
@@ -228,6 +281,7 @@ int main(void) {
     check_angles(&tc, be);
     check_cs_scale(&tc, be);
     check_config(&tc);
+    check_dynamic_batch(&tc, be);
     backend_close(be);
     return test_finish(&tc, "test_rope");
 }

@@ -304,13 +304,20 @@ static void test_pointwise(pair *p) {
     for (int i = 0; i < D / 2; i++)
         inv_freq[i] = powf(10000.0f, -2.0f * i / D);
     int32_t pos[T] = {0, 1, 7, 1000, 65535, 999999};
-    for (int mode = 0; mode < ROPE_MODE_COUNT; mode++) {
+    // The third pass scales cos and sin as YaRN does (0.1 ln 4 + 1).
+    for (int k = 0; k < ROPE_MODE_COUNT + 1; k++) {
+        const int mode = k < ROPE_MODE_COUNT ? k : ROPE_MODE_NEOX;
         float *q = rand_vec((size_t)T * H * D, 1.0f);
         void *qc = put(p->cpu, q, (size_t)T * H * D), *qg = put(p->gpu, q, (size_t)T * H * D);
-        rope_params rp = {.mode = (rope_mode)mode, .inv_freq = inv_freq};
+        rope_params rp = {.mode = (rope_mode)mode,
+                          .inv_freq = inv_freq,
+                          .cs_scale = k < ROPE_MODE_COUNT ? 0.0f : 1.1386294f};
         BOTH(c->rope(cc, qc, pos, T, H, D, &rp), g->rope(gc, qg, pos, T, H, D, &rp), "rope");
-        compare(p, mode == ROPE_MODE_NEOX ? "rope NEOX (pos up to 999999)" : "rope PAIRS", qc, qg,
-                (size_t)T * H * D, TOL_BF16_ELEM);
+        compare(p,
+                k == ROPE_MODE_COUNT     ? "rope NEOX, cos/sin x 1.1386 (yarn)"
+                : mode == ROPE_MODE_NEOX ? "rope NEOX (pos up to 999999)"
+                                         : "rope PAIRS",
+                qc, qg, (size_t)T * H * D, TOL_BF16_ELEM);
         free(q);
     }
     float *src = rand_vec((size_t)T * HKV * D, 1.0f),

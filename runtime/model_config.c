@@ -38,10 +38,10 @@ static snp_status arch_from_name(const char *name, size_t len, const char *sourc
 
 // ---- GGUF -------------------------------------------------------------------
 
-// yarn_get_mscale: HF's attention_factor for YaRN (_compute_yarn_parameters): given,
-// or 0.1 ln(factor) + 1 (the paper's temperature), or the ratio of two such terms
-// when mscale and mscale_all_dim are both given (DeepSeek's form). In double, as
-// Python computes it; the rope op multiplies cos and sin by it in fp32.
+// yarn_get_mscale: YaRN's temperature term 0.1 mscale ln(scale) + 1 (1 for scale <= 1),
+// HF's get_mscale, in double as Python computes it. The attention factor is this at
+// mscale 1, or the ratio of two such terms (DeepSeek's mscale / mscale_all_dim), unless
+// the config gives it (parse_yarn); the rope op multiplies cos and sin by it in fp32.
 static double yarn_get_mscale(double scale, double mscale) {
     return scale <= 1 ? 1.0 : 0.1 * mscale * log(scale) + 1.0;
 }

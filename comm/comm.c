@@ -33,6 +33,7 @@
 #include "comm_backend.h"
 #include "comm_device.h"
 #include "comm_fault.h"
+#include "comm_net.h"
 
 enum { COMM_NOTE_CAPACITY = 320 };
 
@@ -49,6 +50,8 @@ struct comm {
     void *dev_ctx;
     int dev_device;
     int is_split; // comm_split groups carry host collectives only
+    int spans_hosts; // some rank lives on another host: all-reduces are measured on the wire
+    comm_net net;
     char dev_note[COMM_NOTE_CAPACITY + 16]; // "auto: " + a backend's note
 };
 
@@ -113,6 +116,8 @@ snp_status comm_init(int *argc, char ***argv, comm **out) {
                                                       "(host-memory backend)");
     c->ops = &comm_mpi_ops;
     TRY_GOTO(st, c->ops->init(argc, argv, &opt, &c->topo, &c->ctx), fail);
+    c->spans_hosts = c->topo.local_size < c->topo.size;
+    comm_net_init(&c->net);
     *out = c;
     return SNP_OK;
 fail:
@@ -132,6 +137,8 @@ snp_status comm_split(comm *c, int color, comm **out) {
     g->timeout_s = c->timeout_s;
     g->device_mode = c->device_mode;
     g->is_split = 1;
+    g->spans_hosts = c->spans_hosts;
+    comm_net_init(&g->net);
     snprintf(g->dev_note, sizeof g->dev_note, "a comm_split group: host collectives only");
     snp_status st = c->ops->split(c->ctx, color, &g->topo, &g->ctx);
     if (st != SNP_OK) {
@@ -183,9 +190,15 @@ snp_status comm_all_reduce_sum_f32(comm *c, float *buf, size_t n) {
                         "comm: rank %d/%d (%s): all-reduce of %zu floats: buf is NULL",
                         c->topo.rank, c->topo.size, c->topo.host, n);
     TRY(fault_point(c, COMM_FAULT_OP_ALL_REDUCE));
+    // Rescanning the process's sockets each time (tens of microseconds) finds the
+    // connections MPI opens lazily, on the first message to each peer; the cost is
+    // paid only by jobs that span hosts, where one network round trip costs more.
+    const int measure = c->spans_hosts && n > 0;
+    const uint64_t net0 = measure ? comm_net_sample(&c->net, 1) : 0;
     double t0 = now_s();
     if (n > 0 && c->topo.size > 1) TRY(c->ops->all_reduce_sum_f32(c->ctx, buf, n));
     c->counters.all_reduce_s += now_s() - t0;
+    if (measure) c->counters.all_reduce_net_bytes += comm_net_sample(&c->net, 1) - net0;
     c->counters.all_reduce_calls++;
     c->counters.all_reduce_elems += n;
     c->counters.all_reduce_bytes += n * sizeof(float);

@@ -23,6 +23,11 @@ typedef struct comm_counters {
     uint64_t all_reduce_device_calls; // of all_reduce_calls, those on device buffers (NCCL)
     uint64_t all_reduce_elems;
     uint64_t all_reduce_bytes;
+    // Of the host all-reduces, the bytes this rank sent over TCP to other hosts while
+    // in them, as the kernel counted them (payload, retransmissions included; not
+    // headers). Measured only when the job spans hosts (0 on one host, where MPI uses
+    // shared memory). Device all-reduces (NCCL) are not in it: they finish later.
+    uint64_t all_reduce_net_bytes;
     uint64_t broadcast_calls;
     uint64_t broadcast_bytes;
     uint64_t barrier_calls;

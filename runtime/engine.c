@@ -116,6 +116,8 @@ snp_status engine_generate(forward_ctx *f, model *m, const engine_request *req,
         stats->prefill_allreduce_bytes = c1.all_reduce_bytes - c0.all_reduce_bytes;
         stats->decode_allreduce_calls = c2.all_reduce_calls - c1.all_reduce_calls;
         stats->decode_allreduce_bytes = c2.all_reduce_bytes - c1.all_reduce_bytes;
+        stats->prefill_allreduce_net_bytes = c1.all_reduce_net_bytes - c0.all_reduce_net_bytes;
+        stats->decode_allreduce_net_bytes = c2.all_reduce_net_bytes - c1.all_reduce_net_bytes;
     }
     stats->prefill_tokens_per_s = stats->prefill_s > 0 ? req->n_prompt / stats->prefill_s : 0;
     // The first generated token comes out of the prefill; each decode step (one

@@ -53,6 +53,8 @@ typedef struct engine_stats {
     // bytes in the prefill and in the decode steps, and the decode steps counted.
     uint64_t prefill_allreduce_calls, prefill_allreduce_bytes;
     uint64_t decode_allreduce_calls, decode_allreduce_bytes;
+    // Of those bytes' traffic, what this rank sent over TCP to other hosts (comm.h).
+    uint64_t prefill_allreduce_net_bytes, decode_allreduce_net_bytes;
     int decode_steps;
 } engine_stats;
 

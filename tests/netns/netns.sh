@@ -152,7 +152,8 @@ netns_exec() {
 # have); daemons and ranks talk over eth0 only; the agent in place of ssh; one rank
 # per host in hostfile order. The oob keepalive settings make mpirun notice a host
 # whose link is gone within a few seconds (Open MPI's default is 300 s idle first).
-# netns_mpirun ARGS...: mpirun on host 0 across every host.
+# netns_mpirun ARGS...: mpirun on host 0 across every host, ended (exit 124) after
+# $netns_timeout seconds (default 300), so a hang fails the test instead of CI.
 netns_mpirun() {
     local flags=(--hostfile "$netns_hostfile" --map-by node --bind-to none
         --mca plm rsh --mca plm_rsh_agent "$netns_root/netns_agent.sh"
@@ -161,5 +162,7 @@ netns_mpirun() {
         --mca oob_tcp_keepalive_time 1 --mca oob_tcp_keepalive_intvl 1
         --mca oob_tcp_keepalive_probes 2)
     [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
-    netns_exec "${netns_hosts[0]}" env -u OMPI_MCA_plm_rsh_agent mpirun "${flags[@]}" "$@"
+    timeout -k 5 "${netns_timeout:-300}" ip netns exec "${netns_hosts[0]}" unshare --uts \
+        sh -c 'hostname "$0" && exec "$@"' "${netns_hosts[0]}" \
+        env -u OMPI_MCA_plm_rsh_agent mpirun "${flags[@]}" "$@"
 }

@@ -22,11 +22,23 @@ void json_add_comm_stats(cJSON *o, const session *s, const engine_stats *st) {
     cJSON_AddNumberToObject(c, "prefill_allreduce_bytes", (double)st->prefill_allreduce_bytes);
     cJSON_AddNumberToObject(c, "decode_allreduce_calls", (double)st->decode_allreduce_calls);
     cJSON_AddNumberToObject(c, "decode_allreduce_bytes", (double)st->decode_allreduce_bytes);
+    // Bytes rank 0 sent over TCP to other hosts inside those all-reduces, as its
+    // kernel counted them: 0 when every rank shares one host (comm.h).
+    cJSON_AddNumberToObject(c, "prefill_allreduce_net_bytes",
+                            (double)st->prefill_allreduce_net_bytes);
+    cJSON_AddNumberToObject(c, "decode_allreduce_net_bytes",
+                            (double)st->decode_allreduce_net_bytes);
     cJSON_AddNumberToObject(c, "decode_steps", st->decode_steps);
+    if (st->decode_allreduce_calls > 0)
+        cJSON_AddNumberToObject(c, "allreduce_net_bytes_per_call",
+                                (double)st->decode_allreduce_net_bytes /
+                                    (double)st->decode_allreduce_calls);
     if (st->decode_steps > 0 && n_layers > 0) {
         cJSON_AddNumberToObject(c, "allreduce_per_layer_per_token",
                                 (double)st->decode_allreduce_calls / st->decode_steps / n_layers);
         cJSON_AddNumberToObject(c, "allreduce_bytes_per_token",
                                 (double)st->decode_allreduce_bytes / st->decode_steps);
+        cJSON_AddNumberToObject(c, "allreduce_net_bytes_per_token",
+                                (double)st->decode_allreduce_net_bytes / st->decode_steps);
     }
 }

@@ -14,6 +14,8 @@
 typedef struct comm_mpi {
     MPI_Comm world; // our duplicate of MPI_COMM_WORLD: errors return, tags stay ours
     MPI_Comm node;  // the ranks sharing this host (MPI_COMM_TYPE_SHARED)
+    MPI_Comm probe; // another duplicate, for liveness pings while a collective is stuck
+    char (*hosts)[COMM_HOST_CAPACITY]; // every rank's host, for naming a lost peer
     int rank, size;
     const char *host; // points into the caller's comm_topology, for messages
     int owns_mpi;     // we called MPI_Init_thread, so we call MPI_Finalize
@@ -51,6 +53,110 @@ static snp_status mpi_fail(const comm_mpi *m, int rc, const char *call, const ch
             return mpi_fail((m), mpi_try_rc_, #call, __func__, __FILE__, __LINE__);                \
     } while (0)
 
+// Liveness pings, on m->probe so they never match the stuck collective's messages.
+// A rank waiting in a collective with a deadline answers pings as it polls, so one
+// that times out learns which peers are still in MPI and which are silent.
+enum { TAG_PING = 1, TAG_PONG = 2 };
+
+// Answers every ping that has arrived (a pong is one int, sent and forgotten).
+static void answer_pings(comm_mpi *m) {
+    if (m->probe == MPI_COMM_NULL) return;
+    for (;;) {
+        int flag = 0, token = 0;
+        MPI_Status status;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TAG_PING, m->probe, &flag, &status) != MPI_SUCCESS || !flag)
+            return;
+        if (MPI_Recv(&token, 1, MPI_INT, status.MPI_SOURCE, TAG_PING, m->probe,
+                     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return;
+        MPI_Request req;
+        if (MPI_Isend(&m->rank, 1, MPI_INT, status.MPI_SOURCE, TAG_PONG, m->probe, &req) ==
+            MPI_SUCCESS)
+            MPI_Request_free(&req);
+    }
+}
+
+// How long a rank that timed out waits for its peers' pongs: long enough for a peer
+// that entered the collective a little later to be polling, short next to T.
+static double ping_window_s(double timeout_s) {
+    double w = timeout_s / 10.0;
+    return w < 1.0 ? (timeout_s < 1.0 ? timeout_s : 1.0) : (w > 30.0 ? 30.0 : w);
+}
+
+// After a timeout: pings every peer and writes into out[cap] the ranks (with their
+// hosts) that did not answer within the window, or a sentence saying all did.
+// The requests to silent peers stay pending: the job is about to be aborted.
+static void find_silent_peers(comm_mpi *m, char *out, size_t cap) {
+    const double window = ping_window_s(m->timeout_s);
+    int *answered = calloc((size_t)m->size, sizeof *answered);
+    MPI_Request *recv = calloc((size_t)m->size, sizeof *recv);
+    int *tokens = calloc((size_t)m->size, sizeof *tokens);
+    int posted = 0;
+    if (m->probe == MPI_COMM_NULL) {
+        snprintf(out, cap, "; a comm_split group: no liveness check");
+        goto done;
+    }
+    if (!answered || !recv || !tokens) {
+        snprintf(out, cap, "; no liveness check (out of memory)");
+        goto done;
+    }
+    for (int r = 0; r < m->size; r++) {
+        recv[r] = MPI_REQUEST_NULL;
+        if (r == m->rank) continue;
+        MPI_Request sreq;
+        if (MPI_Isend(&m->rank, 1, MPI_INT, r, TAG_PING, m->probe, &sreq) == MPI_SUCCESS)
+            MPI_Request_free(&sreq);
+        MPI_Irecv(&tokens[r], 1, MPI_INT, r, TAG_PONG, m->probe, &recv[r]);
+    }
+    posted = 1;
+    answered[m->rank] = 1;
+    double t0 = MPI_Wtime();
+    int n_answered = 1;
+    while (n_answered < m->size && MPI_Wtime() - t0 < window) {
+        answer_pings(m); // a peer timing out at the same moment pings us too
+        for (int r = 0; r < m->size; r++) {
+            int done = 0;
+            if (answered[r] || MPI_Test(&recv[r], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)
+                continue;
+            answered[r] = 1;
+            n_answered++;
+        }
+        sched_yield();
+    }
+    if (n_answered == m->size) {
+        snprintf(out, cap,
+                 "; every other rank answered a ping within %g s, so none is gone: the ranks "
+                 "may have called collectives in different orders",
+                 window);
+        goto done;
+    }
+    size_t len = (size_t)snprintf(out, cap, "; no answer within %g s from", window);
+    int listed = 0;
+    for (int r = 0; r < m->size && len < cap; r++) {
+        if (answered[r]) continue;
+        if (listed == 8) {
+            len += (size_t)snprintf(out + len, cap - len, " and %d more", m->size - n_answered - 8);
+            break;
+        }
+        len += (size_t)snprintf(out + len, cap - len, "%s rank %d (%s)", listed ? "," : "", r,
+                                m->hosts ? m->hosts[r] : "?");
+        listed++;
+    }
+    if (len < cap)
+        snprintf(out + len, cap - len,
+                 ": that rank is gone or hung, or its host has lost its network link");
+done:
+    // A pong still on its way must not land in freed memory.
+    for (int r = 0; posted && r < m->size; r++) {
+        if (recv[r] == MPI_REQUEST_NULL) continue;
+        MPI_Cancel(&recv[r]);
+        MPI_Wait(&recv[r], MPI_STATUS_IGNORE);
+    }
+    free(answered);
+    free(recv);
+    free(tokens);
+}
+
 // Waits for a nonblocking collective, failing after m->timeout_s. Used only when a
 // timeout is set: the blocking collectives are faster and are used otherwise.
 static snp_status mpi_wait_deadline(comm_mpi *m, MPI_Request *req, const char *what,
@@ -63,12 +169,16 @@ static snp_status mpi_wait_deadline(comm_mpi *m, MPI_Request *req, const char *w
         // Polling drives MPI's progress; yielding after a burst lets oversubscribed
         // ranks (more ranks than cores, as in CI) reach the collective at all.
         if (spin > 256) sched_yield();
-        if ((spin & 255) == 0 && MPI_Wtime() - t0 > m->timeout_s)
+        if ((spin & 255) == 0) answer_pings(m);
+        if ((spin & 255) == 0 && MPI_Wtime() - t0 > m->timeout_s) {
             // The request stays pending: the caller is expected to abort the job.
+            char silent[1024];
+            find_silent_peers(m, silent, sizeof silent);
             return snp_fail(SNP_ERR_COMM,
                             "comm: rank %d/%d (%s): %s of %zu bytes did not complete within %g s "
-                            "(SNAPTP_COMM_TIMEOUT_S): a peer rank is hung or gone",
-                            m->rank, m->size, m->host, what, n_bytes, m->timeout_s);
+                            "(SNAPTP_COMM_TIMEOUT_S)%s",
+                            m->rank, m->size, m->host, what, n_bytes, m->timeout_s, silent);
+        }
     }
 }
 
@@ -79,9 +189,11 @@ static void mpi_free(void *ctx) {
     MPI_Finalized(&finalized);
     if (!finalized) {
         if (m->node != MPI_COMM_NULL) MPI_Comm_free(&m->node);
+        if (m->probe != MPI_COMM_NULL) MPI_Comm_free(&m->probe);
         if (m->world != MPI_COMM_NULL) MPI_Comm_free(&m->world);
         if (m->owns_mpi) MPI_Finalize();
     }
+    free(m->hosts);
     free(m);
 }
 
@@ -121,6 +233,15 @@ static snp_status mpi_setup(comm_mpi *m, int *argc, char ***argv, comm_topology 
     MPI_TRY(m, MPI_Comm_size(m->node, &topo->local_size));
     topo->rank = m->rank;
     topo->size = m->size;
+
+    MPI_TRY(m, MPI_Comm_dup(m->world, &m->probe));
+    MPI_TRY(m, MPI_Comm_set_errhandler(m->probe, MPI_ERRORS_RETURN));
+    m->hosts = calloc((size_t)m->size, sizeof *m->hosts);
+    if (!m->hosts)
+        return snp_fail(SNP_ERR_MEMORY, "comm: rank %d/%d (%s): out of memory for %d host names",
+                        m->rank, m->size, topo->host, m->size);
+    MPI_TRY(m, MPI_Allgather(topo->host, COMM_HOST_CAPACITY, MPI_CHAR, m->hosts,
+                             COMM_HOST_CAPACITY, MPI_CHAR, m->world));
     return SNP_OK;
 }
 
@@ -131,6 +252,7 @@ static snp_status mpi_init(int *argc, char ***argv, const comm_backend_options *
     if (!m) return snp_fail(SNP_ERR_MEMORY, "comm: out of memory for the MPI context");
     m->world = MPI_COMM_NULL;
     m->node = MPI_COMM_NULL;
+    m->probe = MPI_COMM_NULL;
     m->rank = -1;
     m->host = topo->host;
     m->timeout_s = opt ? opt->timeout_s : 0.0;
@@ -148,7 +270,8 @@ static snp_status mpi_split(void *ctx, int color, comm_topology *topo, void **ou
     *out_ctx = NULL;
     comm_mpi *m = calloc(1, sizeof *m);
     if (!m) return snp_fail(SNP_ERR_MEMORY, "comm: out of memory for a sub-communicator");
-    *m = (comm_mpi){.world = MPI_COMM_NULL, .node = MPI_COMM_NULL, .rank = parent->rank,
+    *m = (comm_mpi){.world = MPI_COMM_NULL, .node = MPI_COMM_NULL, .probe = MPI_COMM_NULL,
+                    .rank = parent->rank,
                     .size = parent->size, .host = topo->host, .timeout_s = parent->timeout_s};
     int rc = MPI_Comm_split(parent->world, color, parent->rank, &m->world);
     if (rc == MPI_SUCCESS) rc = MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN);

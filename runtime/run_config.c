@@ -97,9 +97,16 @@ static snp_status apply_key(const char *path, const cJSON *item, run_config *cfg
         *(float *)field = (float)v;
         return SNP_OK;
     }
-    if (v != floor(v) || v < (k->kind == KEY_U64 ? 0 : -2147483648.0) || v > 2147483647.0 * 4)
+    // An int key stops at INT_MAX: a larger value would not survive the conversion
+    // (undefined behaviour, found by tests/fuzz/fuzz_config).
+    const double lo = k->kind == KEY_U64 ? 0 : -2147483648.0;
+    const double hi = k->kind == KEY_U64 ? 2147483647.0 * 4 : 2147483647.0;
+    if (v != floor(v))
         return snp_fail(SNP_ERR_FORMAT, "config: %s: '%s' must be an integer, got %g", path, k->key,
                         v);
+    if (v < lo || v > hi)
+        return snp_fail(SNP_ERR_FORMAT, "config: %s: '%s' must be an integer from %.0f to %.0f, got %.0f",
+                        path, k->key, lo, hi, v);
     if (k->kind == KEY_U64) *(uint64_t *)field = (uint64_t)v;
     else *(int *)field = (int)v;
     return SNP_OK;

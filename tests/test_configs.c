@@ -87,5 +87,9 @@ int main(void) {
     check_refusal(&tc, "{\"budget\": \"1024\"}", "budget");
     check_refusal(&tc, "{\"window\": 3.5}", "window");
     check_refusal(&tc, "{\"model\": \"x\",", "malformed JSON");
+    // Past INT_MAX an int key would be converted with undefined behaviour (the input
+    // tests/fuzz/regress/config/run_config_int_over_int_max, found by fuzz_config).
+    check_refusal(&tc, "{\"max_tokens\": 6222222224}", "'max_tokens' must be an integer from");
+    check_refusal(&tc, "{\"chunk\": 2147483648}", "'chunk' must be an integer from");
     return test_finish(&tc, "test_configs");
 }

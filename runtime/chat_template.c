@@ -50,24 +50,27 @@ static int py_space(uint32_t c) {
            c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-static uint32_t cp_at(const char *s, size_t i, size_t *len) {
+// The code point at s[i] of s[0..n); a sequence cut short by n (the text need not be
+// NUL-terminated) counts as one byte that is not a space, and never reads past n
+// (a heap overflow tests/fuzz/fuzz_chat_template found).
+static uint32_t cp_at(const char *s, size_t i, size_t n, size_t *len) {
     const unsigned char *u = (const unsigned char *)s + i;
-    int n = tok_utf8_len(u[0]);
-    if (n <= 1) {
+    int m = tok_utf8_len(u[0]);
+    if (m <= 1 || (size_t)m > n - i) {
         *len = 1;
         return u[0];
     }
-    uint32_t cp = u[0] & (0xFF >> (n + 1));
-    for (int k = 1; k < n && u[k]; k++)
+    uint32_t cp = u[0] & (0xFF >> (m + 1));
+    for (int k = 1; k < m && u[k]; k++)
         cp = (cp << 6) | (u[k] & 0x3F);
-    *len = (size_t)n;
+    *len = (size_t)m;
     return cp;
 }
 
 void chat_template_trim(const char *s, size_t n, size_t *out_start, size_t *out_end) {
     size_t start = 0, end = 0, len;
     for (size_t i = 0; i < n; i += len) {
-        uint32_t cp = cp_at(s, i, &len);
+        uint32_t cp = cp_at(s, i, n, &len);
         if (!py_space(cp)) {
             if (end == 0) start = i;
             end = i + len;

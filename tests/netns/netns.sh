@@ -72,6 +72,11 @@ netns_up() {
         netns_step ip -n "$h" addr add "$prefix.$((i + 1))/24" dev eth0 || return 2
         netns_step ip -n "$h" link set eth0 up || return 2
         netns_step ip -n "$h" link set lo up || return 2
+        # A host cut off while a message to it is in flight is only given up on when
+        # TCP's retransmissions run out: 15 (about 15 minutes) by default, 3 (a few
+        # seconds) here, so mpirun ends once its abort cannot reach the lost host.
+        # cluster/README.md gives the same advice for the node that runs mpirun.
+        netns_step ip netns exec "$h" sysctl -qw net.ipv4.tcp_retries2=3 || return 2
     done
     mkdir -p /etc/netns
     for h in "${netns_hosts[@]}"; do
@@ -150,8 +155,11 @@ netns_exec() {
 # The Open MPI settings of a run across the hosts (cluster/README.md explains each):
 # TCP between hosts and self within a process (no shared memory, which hosts do not
 # have); daemons and ranks talk over eth0 only; the agent in place of ssh; one rank
-# per host in hostfile order. The oob keepalive settings make mpirun notice a host
-# whose link is gone within a few seconds (Open MPI's default is 300 s idle first).
+# per host in hostfile order. The oob keepalive makes mpirun notice a host whose link
+# is gone while its control connection is idle, after 5 + 1 x 2 s (Open MPI's default
+# is 300 s idle, then 9 probes 20 s apart); a lost host inside a collective is found
+# sooner by SNAPTP_COMM_TIMEOUT_S, which names the rank (see cluster/README.md).
+#
 # netns_mpirun ARGS...: mpirun on host 0 across every host, ended (exit 124) after
 # $netns_timeout seconds (default 300), so a hang fails the test instead of CI.
 netns_mpirun() {
@@ -159,7 +167,7 @@ netns_mpirun() {
         --mca plm rsh --mca plm_rsh_agent "$netns_root/netns_agent.sh"
         --mca pml ob1 --mca btl tcp,self
         --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0
-        --mca oob_tcp_keepalive_time 1 --mca oob_tcp_keepalive_intvl 1
+        --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 1
         --mca oob_tcp_keepalive_probes 2)
     [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
     timeout -k 5 "${netns_timeout:-300}" ip netns exec "${netns_hosts[0]}" unshare --uts \

@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git python3 python3-pip unzip
           libopenmpi-dev openmpi-bin libcjson-dev libopenblas-dev libpcre2-dev libutf8proc-dev
-          libxxhash-dev zlib1g-dev bc)
+          libxxhash-dev zlib1g-dev bc
+          iproute2 slurm-wlm munge clang libclang-rt-14-dev)
+# iproute2: the namespace hosts of tests/test_netns.sh; slurm-wlm and munge: the
+# one-node cluster of tests/test_slurm.sh; clang and its runtime: tests/fuzz.
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

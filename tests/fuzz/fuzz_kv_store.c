@@ -19,9 +19,17 @@
 enum { L = 2, H = 2, HKV = 1, D = 4, N_PREFIX = 3 };
 
 static kv_store_identity identity(void) {
-    kv_store_identity id = {.dtype = "F32", .act_bytes = 4, .tp_size = 1, .tp_rank = 0,
-                            .n_layers = L, .n_heads = H, .n_kv_heads = HKV, .head_dim = D,
-                            .kv_head_first = 0, .n_prefix = N_PREFIX, .n_query_rows = N_PREFIX};
+    kv_store_identity id = {.dtype = "F32",
+                            .act_bytes = 4,
+                            .tp_size = 1,
+                            .tp_rank = 0,
+                            .n_layers = L,
+                            .n_heads = H,
+                            .n_kv_heads = HKV,
+                            .head_dim = D,
+                            .kv_head_first = 0,
+                            .n_prefix = N_PREFIX,
+                            .n_query_rows = N_PREFIX};
     snprintf(id.model, sizeof id.model, "1234:fuzz-model");
     snprintf(id.tokenizer, sizeof id.tokenizer, "fuzz-tokenizer");
     snprintf(id.prefix, sizeof id.prefix, "fuzz-prefix");
@@ -43,8 +51,10 @@ static void write_seed(const char *dir) {
     kv_store *s = NULL;
     forward_prefix p;
     float k[HKV * N_PREFIX * D], v[HKV * N_PREFIX * D], q[N_PREFIX * H * D];
-    for (int i = 0; i < HKV * N_PREFIX * D; i++) k[i] = (float)i, v[i] = -(float)i;
-    for (int i = 0; i < N_PREFIX * H * D; i++) q[i] = 0.5f * (float)i;
+    for (int i = 0; i < HKV * N_PREFIX * D; i++)
+        k[i] = (float)i, v[i] = -(float)i;
+    for (int i = 0; i < N_PREFIX * H * D; i++)
+        q[i] = 0.5f * (float)i;
     if (kv_store_open(dir, &id, cpu(), NULL, 0, &s) != SNP_OK) goto fail;
     kv_store_prefix(s, &p);
     for (int l = 0; l < L; l++)

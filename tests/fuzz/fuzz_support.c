@@ -55,7 +55,8 @@ void fuzz_split(const uint8_t *data, size_t size, char **parts, int n_parts) {
     for (int i = 0; i < n_parts; i++) {
         size_t end = start;
         if (i + 1 < n_parts)
-            while (end < size && data[end] != 0) end++;
+            while (end < size && data[end] != 0)
+                end++;
         else
             end = size;
         size_t n = start < size ? end - start : 0;
@@ -68,5 +69,6 @@ void fuzz_split(const uint8_t *data, size_t size, char **parts, int n_parts) {
 }
 
 void fuzz_split_free(char **parts, int n_parts) {
-    for (int i = 0; i < n_parts; i++) free(parts[i]);
+    for (int i = 0; i < n_parts; i++)
+        free(parts[i]);
 }

@@ -11,7 +11,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tokenizer *t = NULL;
     if (tokenizer_load_json(fuzz_file("tokenizer.json", data, size), &t) != SNP_OK) return 0;
-    static const char text[] = "Hello world, <|im_start|>user\n  12345 \xc3\xa9t\xc3\xa9 \xe2\x96\x81x!";
+    static const char text[] =
+        "Hello world, <|im_start|>user\n  12345 \xc3\xa9t\xc3\xa9 \xe2\x96\x81x!";
     int32_t *ids = NULL;
     size_t n_ids = 0;
     if (tokenizer_encode(t, text, sizeof text - 1, -1, &ids, &n_ids) == SNP_OK) {

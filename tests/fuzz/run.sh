@@ -52,6 +52,7 @@ for t in "${targets[@]}"; do
     work="$build/corpus/$t"
     crashes="$build/crashes/$t"
     mkdir -p "$work" "$crashes"
+    rm -f "$crashes"/* # what an earlier run found is in its log; count this run's only
     log="$build/fuzz_$t.log"
     args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536
         -print_final_stats=1 -artifact_prefix="$crashes/")

@@ -73,6 +73,8 @@ assert c["decode_steps"] > 0, c
 assert c["allreduce_per_layer_per_token"] == 2, c
 # Two all-reduces of hidden size 576 fp32 per layer, 30 layers, one token.
 assert c["allreduce_bytes_per_token"] == 2 * 30 * 576 * 4, c
+# One host, shared memory: nothing crosses a network (test_netns.sh checks the other side).
+assert c["decode_allreduce_net_bytes"] == 0 and c["prefill_allreduce_net_bytes"] == 0, c
 print("tp=3: %.0f all-reduces per layer per token, %d bytes per token" % (
     c["allreduce_per_layer_per_token"], c["allreduce_bytes_per_token"]))
 PY

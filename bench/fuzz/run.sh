@@ -21,7 +21,7 @@ set -e
 {
     echo "# Fuzzing: each harness for $runs executions or $seconds s"
     echo
-    echo "\`bash bench/fuzz/run.sh $seconds $runs\`, $(date -u +%Y-%m-%d), $(nproc) cores," \
+    echo "\`bash bench/fuzz/run.sh $seconds $runs\`, $(date -u +%Y-%m-%d), $(getconf _NPROCESSORS_ONLN) cores," \
         "$(clang --version | head -n 1), commit $(git rev-parse --short HEAD)."
     echo "Coverage is libFuzzer's: \`cov\` edges of the instrumented code, \`ft\` features."
     echo

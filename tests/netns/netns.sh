@@ -159,6 +159,9 @@ netns_exec() {
 # is gone while its control connection is idle, after 5 + 1 x 2 s (Open MPI's default
 # is 300 s idle, then 9 probes 20 s apart); a lost host inside a collective is found
 # sooner by SNAPTP_COMM_TIMEOUT_S, which names the rank (see cluster/README.md).
+# The hosts share this machine's cores, which Open MPI cannot see (each host has one
+# slot and one rank): a waiting rank must yield as an oversubscribed one does, or its
+# busy polling starves the rank it waits for (decode 400 ms/token instead of 49).
 #
 # netns_mpirun ARGS...: mpirun on host 0 across every host, ended (exit 124) after
 # $netns_timeout seconds (default 300), so a hang fails the test instead of CI.
@@ -168,7 +171,8 @@ netns_mpirun() {
         --mca pml ob1 --mca btl tcp,self
         --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0
         --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 1
-        --mca oob_tcp_keepalive_probes 2)
+        --mca oob_tcp_keepalive_probes 2
+        --mca mpi_yield_when_idle 1)
     [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
     timeout -k 5 "${netns_timeout:-300}" ip netns exec "${netns_hosts[0]}" unshare --uts \
         sh -c 'hostname "$0" && exec "$@"' "${netns_hosts[0]}" \

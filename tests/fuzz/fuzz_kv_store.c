@@ -20,6 +20,7 @@ enum { L = 2, H = 2, HKV = 1, D = 4, N_PREFIX = 3 };
 
 static kv_store_identity identity(void) {
     kv_store_identity id = {.dtype = "F32",
+                            .kv_type = DTYPE_F32,
                             .act_bytes = 4,
                             .tp_size = 1,
                             .tp_rank = 0,

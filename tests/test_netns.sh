@@ -132,7 +132,13 @@ else
     fail "link down: $b bytes before the pull, ranks gone after $dt s, mpirun exit $rc"
     cat "$work/link.err"
 fi
+# What the cut-off host still runs (rank 2 and its daemon, which never heard of the
+# abort) would hold its ports; the test started them, so it ends them.
+pids=$(ip netns pids "${h[2]}")
+# shellcheck disable=SC2086
+[ -n "$pids" ] && kill -9 $pids 2>/dev/null
 ip -n "$netns_switch" link set "$port" up
+netns_reachable 20 || fail "host ${h[2]} unreachable after its link came back up"
 
 # Fault 2: rank 2 SIGKILLs itself in the middle of the decode (its 190th all-reduce:
 # the prefill of a short prompt is 60, each decode step 60). Its host's daemon sees

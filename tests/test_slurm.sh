@@ -125,9 +125,10 @@ passed=0 failed=0
 pass() { passed=$((passed + 1)); echo "ok: $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
 
-# The README's QA job; tp = 1 without any launcher is the reference answer.
-qa=(qa --config configs/smollm2-135m-cpu.json --model "$gguf" --document README.md
-    --question "What does snaptp compress?" --max-tokens 24)
+# The README's QA job (its answer names Ingrid Halvorsen); tp = 1 without any
+# launcher is the reference answer.
+qa=(qa --config configs/smollm2-135m-cpu.json --model "$gguf" --document examples/kestrel_ridge.md
+    --question "Who was the first director of the Kestrel Ridge Observatory?" --max-tokens 24)
 cd "$root"
 "$bin" "${qa[@]}" >"$dir/tp1.out" 2>"$dir/tp1.err" || { cat "$dir/tp1.err"; die "tp=1 qa failed"; }
 answer() { grep -v '^#' "$1" | grep -v '^\[' | sed '/^$/d'; }
@@ -170,6 +171,7 @@ for launch in mpirun srun; do
     SNAPTP_LAUNCH=$launch submit "$launch"
     if [ "$state" = COMPLETED ] && [ "$job_rc" = 0 ] && [ -s "$dir/job-$launch.out" ] &&
         [ "$(answer "$dir/job-$launch.out")" = "$(answer "$dir/tp1.out")" ] &&
+        grep -q "Ingrid Halvorsen" "$dir/job-$launch.out" &&
         [ "$(stats "$dir/job-$launch.err")" = "$(stats "$dir/tp1.err")" ] &&
         grep -q "3 ranks on 1 node" "$dir/job-$launch.err"; then
         pass "sbatch job $job ($launch, 3 tasks) completed in $job_s s with tp=1's answer" \

@@ -88,23 +88,29 @@ netns_up() {
     done
     netns_hostfile="$netns_dir/hostfile"
     for h in "${netns_hosts[@]}"; do echo "$h slots=1"; done >"$netns_hostfile"
-    # Host 0 reaches every other before MPI is asked to: a TCP connect to a closed
-    # port is refused at once by a reachable host (no ping needed), and times out
-    # when the bridge does not forward.
-    local out
-    for ((i = 1; i < n; i++)); do
-        out=$(ip netns exec "${netns_hosts[0]}" timeout 3 bash -c \
-            "echo >/dev/tcp/${netns_addrs[$i]}/9" 2>&1)
-        case "$out" in
-        *refused*) ;;
-        *)
-            echo "netns: ${netns_hosts[0]} cannot reach ${netns_hosts[$i]} (${netns_addrs[$i]}):" \
-                "${out:-timed out}" >&2
-            return 2
-            ;;
-        esac
-    done
+    netns_reachable || return 2
     return 0
+}
+
+# netns_reachable [SECONDS]: 0 once host 0 reaches every other host (waiting up to
+# SECONDS, default 10, for links just brought up); else 1 naming the host. A TCP
+# connect to a closed port is refused at once by a reachable host (no ping needed),
+# and times out when the bridge does not forward.
+netns_reachable() {
+    local deadline=$((SECONDS + ${1:-10})) i out
+    for ((i = 1; i < ${#netns_hosts[@]}; i++)); do
+        while :; do
+            out=$(ip netns exec "${netns_hosts[0]}" timeout 2 bash -c \
+                "echo >/dev/tcp/${netns_addrs[$i]}/9" 2>&1)
+            case "$out" in *refused*) break ;; esac
+            if [ $SECONDS -ge $deadline ]; then
+                echo "netns: ${netns_hosts[0]} cannot reach ${netns_hosts[$i]} (${netns_addrs[$i]}):" \
+                    "${out:-timed out}" >&2
+                return 1
+            fi
+            sleep 0.2
+        done
+    done
 }
 
 netns_step() {

@@ -104,10 +104,13 @@ wait_survivors_gone() {
 port=$(netns_port "${h[2]}")
 export SNAPTP_COMM_TIMEOUT_S=3
 netns_mpirun -np 3 "${fwd[@]}" -x SNAPTP_COMM_TIMEOUT_S "$bin" generate --model "$gguf" \
-    --prompt-file "$root/README.md" --max-tokens 4 --chunk 256 >"$work/link.out" 2>"$work/link.err" &
+    --prompt-file "$root/examples/kestrel_ridge.md" --max-tokens 4 --chunk 256 >"$work/link.out" \
+    2>"$work/link.err" &
 mpirun_pid=$!
-# Mid-prefill: the prefill's all-reduces move hundreds of MB through host 2's port;
-# loading moves almost nothing. Pull the cable once 4 MB more have gone by.
+# Mid-prefill: the prefill's all-reduces (~2,000 tokens in chunks of 256) move tens
+# of MB through host 2's port; loading moves almost nothing. Pull the cable once 4 MB
+# more have gone by; the message must then be about a chunk's all-reduce (256 x 576
+# floats), not a decode step's.
 port_bytes() { ip netns exec "$netns_switch" cat "/sys/class/net/$port/statistics/tx_bytes"; }
 b0=$(port_bytes)
 t0=$(now)
@@ -125,7 +128,8 @@ wait "$mpirun_pid"
 rc=$?
 unset SNAPTP_COMM_TIMEOUT_S
 if [ "$b" -gt 4000000 ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$(echo "$dt < 10" | bc)" = 1 ] &&
-    grep -q "rank 2 (${h[2]})" "$work/link.err"; then
+    grep -q "rank 2 (${h[2]})" "$work/link.err" &&
+    grep -q "all-reduce of $((256 * 576 * 4)) bytes did not complete" "$work/link.err"; then
     pass "link of ${h[2]} down mid-prefill: ranks 0 and 1 gone after $dt s, mpirun exit $rc after" \
         "$(elapsed "$tf") s: $(grep -m1 -o 'no answer within.*' "$work/link.err")"
 else

@@ -31,6 +31,7 @@ case $? in
 esac
 work="$(mktemp -d /tmp/snaptp_test_netns.XXXXXX)"
 trap 'netns_down; rm -rf "$work"' EXIT
+trap 'exit 1' TERM INT HUP # an interrupt tears the hosts down too
 h=("${netns_hosts[@]}")
 echo "hosts: ${h[*]} (${netns_addrs[*]}), bridge in $netns_switch"
 

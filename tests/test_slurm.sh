@@ -38,6 +38,9 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+# An interrupt or SIGTERM exits through the trap too, or munged and the job's
+# slurmstepd would outlive the test.
+trap 'exit 1' TERM INT HUP
 
 die() {
     echo "FAIL: $*"
@@ -152,7 +155,7 @@ submit() {
         cluster/snaptp.sbatch "${qa[@]}" 2>"$dir/sbatch-$name.err")
     state="" job_rc=""
     [ -n "$job" ] || { state=REFUSED; cat "$dir/sbatch-$name.err"; return; }
-    while [ $(($(date +%s) - t0)) -lt 300 ]; do
+    while [ $(($(date +%s) - t0)) -lt 150 ]; do
         local info
         info=$(scontrol -o show job "$job" 2>/dev/null)
         state=$(echo "$info" | grep -o 'JobState=[A-Z_]*' | cut -d= -f2)

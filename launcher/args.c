@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 void args_print_help(FILE *out, const arg_spec *specs, int n, const char *usage) {
@@ -28,9 +29,18 @@ int args_peer_rank(void) {
     return 0;
 }
 
+// peer_linger: the other ranks stay 300 ms before exiting: the first rank to exit
+// non-zero makes mpirun kill the rest, which could otherwise take rank 0 down before
+// its message is written (seen once in CI).
+static int peer_linger(void) {
+    const struct timespec t = {0, 300 * 1000 * 1000};
+    nanosleep(&t, NULL);
+    return 0;
+}
+
 // Flags are parsed before MPI starts and every rank meets the same bad flag: only
 // rank 0 says so (all exit 2).
-#define arg_error(...) (args_peer_rank() ? 0 : fprintf(stderr, __VA_ARGS__))
+#define arg_error(...) (args_peer_rank() ? peer_linger() : fprintf(stderr, __VA_ARGS__))
 
 static int parse_value(const arg_spec *s, const char *v, const char *command) {
     char *end = NULL;

@@ -75,6 +75,22 @@ static void mean_std(const double *x, int n, double *mean, double *std) {
     *std = n > 1 ? sqrt(q / (n - 1)) : 0;
 }
 
+// bench_prompt: the prompt of N random ids (one start token for N == 0), the same
+// for every run; fails when it and G new tokens exceed the model's context.
+static snp_status bench_prompt(const model_config *c, int N, int G, int32_t *ids) {
+    const int n_prompt = N > 0 ? N : 1;
+    if (n_prompt + G > c->n_ctx)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "bench: %d prompt + %d generated tokens exceed the model's context of %d",
+                        N, G, c->n_ctx);
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n_prompt; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        ids[i] = (int32_t)(rng % (uint64_t)c->n_vocab);
+    }
+    return SNP_OK;
+}
+
 // bench_one: r repetitions of "prefill N random tokens, then decode G tokens"
 // (greedy). N == 0 decodes G tokens after a single start token, as llama-bench's tg.
 static snp_status bench_one(model *m, forward_ctx *f, int N, int G, int repeat,
@@ -90,17 +106,7 @@ static snp_status bench_one(model *m, forward_ctx *f, int N, int G, int repeat,
         goto done;
     }
     const int n_prompt = N > 0 ? N : 1;
-    if (n_prompt + G > c->n_ctx) {
-        st = snp_fail(SNP_ERR_ARGUMENT,
-                      "bench: %d prompt + %d generated tokens exceed the model's context of %d",
-                      N, G, c->n_ctx);
-        goto done;
-    }
-    uint64_t rng = 0x9e3779b97f4a7c15ull;
-    for (int i = 0; i < n_prompt; i++) {
-        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-        ids[i] = (int32_t)(rng % (uint64_t)c->n_vocab);
-    }
+    TRY_GOTO(st, bench_prompt(c, N, G, ids), done);
     const int snap_on = policy == KV_POLICY_SNAPKV && N > 0;
     if (snap_on) TRY_GOTO(st, snapkv_check_prompt(snap, n_prompt), done);
     const int rows = snap_on ? snapkv_rows_kept(snap, n_prompt) : n_prompt;
@@ -170,17 +176,7 @@ static snp_status bench_batch(model *m, forward_ctx *f, int N, int G, int repeat
         st = snp_fail(SNP_ERR_MEMORY, "bench: out of memory for a batch of %d", B);
         goto done;
     }
-    if (n_prompt + G > c->n_ctx) {
-        st = snp_fail(SNP_ERR_ARGUMENT,
-                      "bench: %d prompt + %d generated tokens exceed the model's context of %d",
-                      N, G, c->n_ctx);
-        goto done;
-    }
-    uint64_t rng = 0x9e3779b97f4a7c15ull;
-    for (int i = 0; i < n_prompt; i++) {
-        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-        ids[i] = (int32_t)(rng % (uint64_t)c->n_vocab);
-    }
+    TRY_GOTO(st, bench_prompt(c, N, G, ids), done);
     const int snap_on = policy == KV_POLICY_SNAPKV && N > 0;
     if (snap_on) TRY_GOTO(st, snapkv_check_prompt(snap, n_prompt), done);
     const int rows = snap_on ? snapkv_rows_kept(snap, n_prompt) : n_prompt;

@@ -166,6 +166,28 @@ static float dot_q8_0(const block_q8_0 *b, const float *x, int64_t nb) {
 // converts, not memory, bound this loop. bench_cpu_ops matvec on one Zen 4 core:
 // Q4_0 30 -> 39 GFLOP/s, Q4_1 28 -> 33 (its m term is a scalar per block).
 // xsum (Q4_1): the per-block sums of x, times each block's m (the half after d).
+// q4_512_odd_block: s plus block i of a row (the last, odd one), scalar.
+static inline float q4_512_odd_block(const char *row, size_t block_bytes, size_t qs_offset,
+                                     __m512 lut, const float *x, const float *xsum, int64_t i,
+                                     float s) {
+    const char *b = row + (size_t)i * block_bytes;
+    const uint8_t *qs = (const uint8_t *)b + qs_offset;
+    float lutv[16], bs = 0.0f;
+    uint16_t d;
+    memcpy(&d, b, 2);
+    _mm512_storeu_ps(lutv, lut);
+    for (int j = 0; j < QK_BLOCK / 2; j++)
+        bs += lutv[qs[j] & 0x0f] * x[i * QK_BLOCK + j] +
+              lutv[qs[j] >> 4] * x[i * QK_BLOCK + j + QK_BLOCK / 2];
+    s += half_to_f32(d) * bs;
+    if (xsum) {
+        uint16_t m;
+        memcpy(&m, b + 2, 2);
+        s += half_to_f32(m) * xsum[i];
+    }
+    return s;
+}
+
 static inline float dot_q4_512(const char *row, size_t block_bytes, size_t qs_offset,
                                __m512 lut, const float *x, const float *xsum, int64_t nb) {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
@@ -196,23 +218,7 @@ static inline float dot_q4_512(const char *row, size_t block_bytes, size_t qs_of
         }
     }
     float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + ms;
-    for (; i < nb; i++) { // the odd block
-        const char *b = row + (size_t)i * block_bytes;
-        const uint8_t *qs = (const uint8_t *)b + qs_offset;
-        float lutv[16], bs = 0.0f;
-        uint16_t d;
-        memcpy(&d, b, 2);
-        _mm512_storeu_ps(lutv, lut);
-        for (int j = 0; j < QK_BLOCK / 2; j++)
-            bs += lutv[qs[j] & 0x0f] * x[i * QK_BLOCK + j] +
-                  lutv[qs[j] >> 4] * x[i * QK_BLOCK + j + QK_BLOCK / 2];
-        s += half_to_f32(d) * bs;
-        if (xsum) {
-            uint16_t m;
-            memcpy(&m, b + 2, 2);
-            s += half_to_f32(m) * xsum[i];
-        }
-    }
+    if (i < nb) s = q4_512_odd_block(row, block_bytes, qs_offset, lut, x, xsum, i, s);
     return s;
 }
 #endif
@@ -255,29 +261,10 @@ static inline __attribute__((always_inline)) void dot_q4_512_rows(
             }
         }
     }
-    if (i < nb) { // the odd block: the 1-row kernel's tail, per row
-        for (int k = 0; k < R; k++)
-            out[k] = _mm512_reduce_add_ps(_mm512_add_ps(a0[k], a1[k])) + ms[k];
-        for (int k = 0; k < R; k++) {
-            const char *b = row[k] + (size_t)i * block_bytes;
-            const uint8_t *qs = (const uint8_t *)b + qs_offset;
-            float lutv[16], bs = 0.0f;
-            uint16_t d;
-            memcpy(&d, b, 2);
-            _mm512_storeu_ps(lutv, lut);
-            for (int j = 0; j < QK_BLOCK / 2; j++)
-                bs += lutv[qs[j] & 0x0f] * x[i * QK_BLOCK + j] +
-                      lutv[qs[j] >> 4] * x[i * QK_BLOCK + j + QK_BLOCK / 2];
-            out[k] += half_to_f32(d) * bs;
-            if (xsum) {
-                uint16_t m;
-                memcpy(&m, b + 2, 2);
-                out[k] += half_to_f32(m) * xsum[i];
-            }
-        }
-        return;
+    for (int k = 0; k < R; k++) {
+        out[k] = _mm512_reduce_add_ps(_mm512_add_ps(a0[k], a1[k])) + ms[k];
+        if (i < nb) out[k] = q4_512_odd_block(row[k], block_bytes, qs_offset, lut, x, xsum, i, out[k]);
     }
-    for (int k = 0; k < R; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(a0[k], a1[k])) + ms[k];
 }
 #endif
 

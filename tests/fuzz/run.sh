@@ -19,9 +19,13 @@ if ! command -v clang >/dev/null 2>&1; then
     echo "fuzz: clang not found (tests/setup.sh installs it)" >&2
     exit 1
 fi
-cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSNAPTP_FUZZ=ON -DSNAPTP_CUDA=OFF -DSNAPTP_NATIVE=OFF >/dev/null
-cmake --build "$build" -j 2 --target fuzzers fuzz_kv_store_replay >/dev/null
+# SNAPTP_FUZZ_SKIP_BUILD=1: the build is done (bench/fuzz/run.sh builds once, then runs
+# several of these side by side, which must not configure the same tree at once).
+if [ "${SNAPTP_FUZZ_SKIP_BUILD:-0}" != 1 ]; then
+    cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DSNAPTP_FUZZ=ON -DSNAPTP_CUDA=OFF -DSNAPTP_NATIVE=OFF >/dev/null
+    cmake --build "$build" -j 2 --target fuzzers fuzz_kv_store_replay >/dev/null
+fi
 
 # The KV store's seed is a store its own writer made for the harness's identity.
 if [ ! -s tests/fuzz/corpus/kv_store/valid_store.safetensors ]; then

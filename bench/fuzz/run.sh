@@ -39,7 +39,9 @@ for p in "${pids[@]}"; do wait "$p" || rc=1; done
 wall=$(($(date +%s) - start))
 {
     head -n 1 "$tmp/lane0"
-    cat "$tmp"/lane? "$tmp"/lane?? 2>/dev/null | grep -v '^#' | sort
+    for ((lane = 0; lane < jobs; lane++)); do
+        [ -f "$tmp/lane$lane" ] && grep -v "^#" "$tmp/lane$lane" || true
+    done | sort
 } >"$tmp/table"
 cat "$tmp/table" "$tmp"/lane*.err
 {

@@ -94,6 +94,23 @@ snp_status forward_prefill(forward_ctx *f, kv_cache *kv, const int32_t *ids, int
                            const snapkv_params *p, const forward_prefix *prefix,
                            int32_t *selected, float *logits);
 
+// forward_prefill_job: forward_prefill cut at layer boundaries, so that a server can
+// run one layer of a pending prompt between decode steps of its running batch
+// (DESIGN.md, "Serving"). begin checks the request and allocates the job's own
+// hidden states [L, C] (and, for SnapKV, the one-layer full K/V and the vote
+// workspace); each step runs the next layer's chunks and compression; the step of
+// the last layer also writes the last token's logits [V] and sets *done. The chunk
+// workspace of f is shared with other calls on f, which may run between steps.
+// ids, kv, prefix and selected must outlive the job. forward_prefill is begin, the
+// steps back to back, and free: the numbers are the same either way.
+typedef struct forward_prefill_job forward_prefill_job;
+snp_status forward_prefill_begin(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
+                                 const snapkv_params *p, const forward_prefix *prefix,
+                                 int32_t *selected, forward_prefill_job **out);
+snp_status forward_prefill_step(forward_prefill_job *j, float *logits, int *done);
+int forward_prefill_layers_done(const forward_prefill_job *j);
+void forward_prefill_job_free(forward_prefill_job *j); // NULL is a no-op
+
 // forward_prefill_snapkv: forward_prefill with SnapKV and no document prefix.
 snp_status forward_prefill_snapkv(forward_ctx *f, kv_cache *kv, const int32_t *ids, int L,
                                   const snapkv_params *p, int32_t *selected, float *logits);

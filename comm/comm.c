@@ -336,6 +336,20 @@ snp_status comm_broadcast(comm *c, void *buf, size_t n_bytes, int root) {
     return SNP_OK;
 }
 
+snp_status comm_broadcast_idle(comm *c, void *buf, size_t n_bytes, int root) {
+    if (!c) return snp_fail(SNP_ERR_ARGUMENT, "comm: broadcast: communicator is NULL");
+    if (root < 0 || root >= c->topo.size || (!buf && n_bytes > 0))
+        return snp_fail(SNP_ERR_ARGUMENT, "comm: rank %d/%d (%s): idle broadcast of %zu bytes from "
+                        "root %d: bad arguments", c->topo.rank, c->topo.size, c->topo.host, n_bytes,
+                        root);
+    TRY(fault_point(c, COMM_FAULT_OP_BROADCAST));
+    // Not timed into broadcast_s: the wait is idleness, not communication.
+    if (n_bytes > 0 && c->topo.size > 1) TRY(c->ops->broadcast_idle(c->ctx, buf, n_bytes, root));
+    c->counters.broadcast_calls++;
+    c->counters.broadcast_bytes += n_bytes;
+    return SNP_OK;
+}
+
 snp_status comm_barrier(comm *c) {
     if (!c) return snp_fail(SNP_ERR_ARGUMENT, "comm: barrier: communicator is NULL");
     TRY(fault_point(c, COMM_FAULT_OP_BARRIER));

@@ -108,6 +108,13 @@ snp_status comm_all_reduce_sum_device(comm *c, void *buf, size_t n, comm_elem_ty
 // n_bytes and root must agree on every rank; 0 <= root < size.
 snp_status comm_broadcast(comm *c, void *buf, size_t n_bytes, int root);
 
+// comm_broadcast_idle: comm_broadcast for a wait that may be long and is not a
+// fault (a server's ranks waiting for rank 0's next step while no request comes):
+// the waiting ranks poll with growing sleeps (up to 2 ms) instead of spinning a
+// core, and no SNAPTP_COMM_TIMEOUT_S applies. Each call costs a wake-up latency of
+// up to those 2 ms, so it is for the start of a step, not inside one.
+snp_status comm_broadcast_idle(comm *c, void *buf, size_t n_bytes, int root);
+
 // comm_barrier: returns when every rank has entered it.
 snp_status comm_barrier(comm *c);
 

@@ -38,6 +38,8 @@ typedef struct comm_ops {
     snp_status (*split)(void *ctx, int color, comm_topology *topo, void **out_ctx);
     snp_status (*all_reduce_sum_f32)(void *ctx, float *buf, size_t n);
     snp_status (*broadcast)(void *ctx, void *buf, size_t n_bytes, int root);
+    // The same, for a wait that may be long: sleeps between polls, no timeout.
+    snp_status (*broadcast_idle)(void *ctx, void *buf, size_t n_bytes, int root);
     snp_status (*barrier)(void *ctx);
     // Ends every rank of the job with `code`; does not return. ctx may be NULL.
     void (*abort)(void *ctx, int code);

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <mpi.h>
 #include <sched.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,6 +320,30 @@ static snp_status mpi_broadcast(void *ctx, void *buf, size_t n_bytes, int root) 
     return SNP_OK;
 }
 
+// mpi_broadcast_idle: an MPI_Ibcast polled with sleeps that grow to 2 ms, so that a
+// server's ranks waiting for work leave their cores to the others (a blocking
+// MPI_Bcast spins at 100%). Pings are answered while waiting, so a peer's fault
+// search still finds this rank alive.
+static snp_status mpi_broadcast_idle(void *ctx, void *buf, size_t n_bytes, int root) {
+    comm_mpi *m = ctx;
+    if (n_bytes > MPI_MAX_COUNT)
+        return snp_fail(SNP_ERR_ARGUMENT, "comm: rank %d/%d (%s): idle broadcast of %zu bytes "
+                        "(at most %d)", m->rank, m->size, m->host, n_bytes, MPI_MAX_COUNT);
+    MPI_Request req;
+    MPI_TRY(m, MPI_Ibcast(buf, (int)n_bytes, MPI_BYTE, root, m->world, &req));
+    long sleep_ns = 0;
+    for (unsigned spin = 0;; spin++) {
+        int done = 0;
+        MPI_TRY(m, MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+        if (done) return SNP_OK;
+        if ((spin & 63) == 0) answer_pings(m);
+        if (spin < 1024) continue; // a step that follows at once: no sleep at all
+        sleep_ns = sleep_ns < 2000000 ? sleep_ns + 20000 : 2000000;
+        const struct timespec ts = {0, sleep_ns};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static snp_status mpi_barrier(void *ctx) {
     comm_mpi *m = ctx;
     if (m->timeout_s > 0) {
@@ -349,6 +374,7 @@ const comm_ops comm_mpi_ops = {
     .split = mpi_split,
     .all_reduce_sum_f32 = mpi_all_reduce_sum_f32,
     .broadcast = mpi_broadcast,
+    .broadcast_idle = mpi_broadcast_idle,
     .barrier = mpi_barrier,
     .abort = mpi_abort,
 };

@@ -41,6 +41,7 @@ const char *snp_status_name(snp_status status) {
         [SNP_ERR_COMM] = "communication error",
         [SNP_ERR_DEVICE] = "device error",
         [SNP_ERR_INTERNAL] = "internal error",
+        [SNP_ERR_BUSY] = "busy",
     };
     _Static_assert(sizeof names / sizeof names[0] == SNP_STATUS_COUNT, "one name per status");
     if ((unsigned)status >= SNP_STATUS_COUNT) return "unknown status";

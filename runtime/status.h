@@ -23,6 +23,7 @@ typedef enum snp_status {
     SNP_ERR_COMM,        // a collective or another rank failed
     SNP_ERR_DEVICE,      // CUDA, cuBLAS or another device library failed
     SNP_ERR_INTERNAL,    // an invariant of snaptp itself did not hold
+    SNP_ERR_BUSY,        // a queue or pool is full now: the same call may succeed later
     SNP_STATUS_COUNT
 } snp_status;
 

@@ -150,7 +150,18 @@ static void test_matmul_case(backend *be, dtype t, int N, int K, int T, int with
     free(bdata);
     ((cpu_ctx *)be->ctx)->matvec_q8 = q8;
     if (st == SNP_OK) st = o->matmul(be->ctx, y, x, W, B, T);
+    // Batch invariance: up to 64 tokens (a server's decode batch) each token's row
+    // must be bit-equal to the same token run alone, so batching changes no token.
+    int same = 1;
+    float *y1 = malloc(sizeof(float) * (size_t)N);
+    for (int tt = 0; st == SNP_OK && T > 1 && T <= 64 && tt < T; tt++) {
+        st = o->matmul(be->ctx, y1, x + (size_t)tt * K, W, B, 1);
+        same &= memcmp(y1, y + (size_t)tt * N, sizeof(float) * (size_t)N) == 0;
+    }
+    free(y1);
     ((cpu_ctx *)be->ctx)->matvec_q8 = 0;
+    check(same, "matmul %-4s%s N=%d K=%d T=%d: a token's row differs from the token alone",
+          dtype_name(t), q8 ? "/q8" : "", N, K, T);
     for (int tt = 0; tt < T; tt++)
         for (int n = 0; n < N; n++) {
             double s = with_bias ? bref[n] : 0.0;
@@ -185,6 +196,8 @@ static void test_matmul(backend *be) {
     }
     // SmolLM2's shapes, the decode and prefill paths.
     test_matmul_case(be, DTYPE_Q4_1, 1536, 576, 1, 0, 0);
+    test_matmul_case(be, DTYPE_Q4_1, 1536, 576, 16, 0, 0); // a decode batch of 16
+    test_matmul_case(be, DTYPE_Q4_0, 577, 576, 64, 1, 0);  // the largest batch, odd rows
     test_matmul_case(be, DTYPE_Q8_0, 576, 1536, 1, 0, 0);
     test_matmul_case(be, DTYPE_Q8_0, 576, 1536, 300, 0, 0);
     test_matmul_case(be, DTYPE_Q4_1, 64, 576, 257, 1, 0); // few panels: tokens split too
@@ -192,6 +205,7 @@ static void test_matmul(backend *be) {
     for (int t = DTYPE_Q8_0; t <= DTYPE_Q4_1; t++) {
         test_matmul_case(be, (dtype)t, 576, 1536, 1, 1, 1);
         test_matmul_case(be, (dtype)t, 40, 96, 1, 0, 1); // odd block count
+        test_matmul_case(be, (dtype)t, 43, 96, 6, 0, 1); // a batch through the int8 path
     }
 }
 

@@ -73,6 +73,10 @@ void cpu_rows_to_f32(const bk_weight *w, int64_t r0, int64_t n_rows, float *dst)
 // xsum: per-32-block sums of x (cpu_block_sums), needed only by Q4_1, else NULL.
 void cpu_rows_dot(const bk_weight *w, const float *x, const float *xsum, int64_t r0, int64_t r1,
                   float *y);
+// cpu_rows_dot_tokens: cpu_rows_dot for T token vectors x [T, K] (xsum [T, K/32]),
+// y[t * ldy + r - r0]; every value bit-identical to cpu_rows_dot on its token alone.
+void cpu_rows_dot_tokens(const bk_weight *w, const float *x, const float *xsum, int T,
+                         int64_t r0, int64_t r1, float *y, int64_t ldy);
 
 // cpu_block_sums: out[b] = sum of x[32b .. 32b+31], for b < K / 32.
 void cpu_block_sums(const float *x, int64_t K, float *out);

@@ -1,7 +1,8 @@
-// cpu_matmul: y = x W^T (+ bias) on the CPU. T == 1 (decode) is a fused
-// dequantize-dot matvec over chunks of rows shared out to the threads; T > 1
-// dequantizes panels of W into per-thread fp32 scratch and hands each panel to
-// single-threaded sgemm (F32 weights go to sgemm directly).
+// cpu_matmul: y = x W^T (+ bias) on the CPU. Up to 64 tokens (decode, a decode
+// batch) it is a fused dequantize-dot matvec per token over chunks of rows shared
+// out to the threads; more tokens dequantize panels of W into per-thread fp32
+// scratch and hand each panel to single-threaded sgemm (F32 weights go to sgemm
+// directly).
 // The row kernels themselves are in cpu_rows.c and cpu_q8.c.
 #include "cpu_backend.h"
 
@@ -20,6 +21,10 @@ enum {
     // waking a team for; SmolLM2's 192 x 576 k/v projections stay on one thread.
     MATVEC_PARALLEL_MIN = 1 << 17,
     MATVEC_MIN_CHUNK_ROWS = 16,
+    // Up to this many tokens (a server's decode batch) the matvec kernel runs per
+    // token, so a token's numbers do not depend on its batch (matvec below); above
+    // it (prefill chunks) sgemm's throughput wins.
+    MATVEC_BATCH_MAX_T = 64,
 };
 
 static int64_t round_up(int64_t v, int64_t m) {
@@ -34,54 +39,75 @@ static int64_t max64(int64_t a, int64_t b) {
 
 typedef struct matvec_job {
     const bk_weight *W;
-    const float *x, *xsum;
-    const cpu_q8_row *xq; // set: the int8 path
-    float *y;
-    int64_t rows; // per item
+    const float *x, *xsum; // [T, K], [T, K / 32]
+    const cpu_q8_row *xq;  // [T], set: the int8 path
+    float *y;              // [T, N]
+    int64_t rows;          // per item
+    int T;
 } matvec_job;
 
+// matvec_item: one chunk of rows for every token, the tokens innermost so the
+// chunk's weights are read from memory once and from cache T - 1 times.
 static void matvec_item(void *arg, int64_t ch, int tid) {
     const matvec_job *j = arg;
-    int64_t r0 = ch * j->rows, r1 = min64(j->W->rows, r0 + j->rows);
-    if (j->xq) cpu_q8_rows_dot(j->W, j->xq, r0, r1, j->y + r0);
-    else cpu_rows_dot(j->W, j->x, j->xsum, r0, r1, j->y + r0);
+    const int64_t N = j->W->rows;
+    int64_t r0 = ch * j->rows, r1 = min64(N, r0 + j->rows);
+    if (!j->xq) {
+        cpu_rows_dot_tokens(j->W, j->x, j->xsum, j->T, r0, r1, j->y + r0, N);
+        return;
+    }
+    for (int t = 0; t < j->T; t++) cpu_q8_rows_dot(j->W, &j->xq[t], r0, r1, j->y + (int64_t)t * N + r0);
 }
 
-static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *W) {
-    int64_t N = W->rows, K = W->cols;
+// matvec: y[t] = W x[t] for T tokens (T = 1: decode; small T: a decode batch), each
+// token's rows computed by the same kernel, over the same chunks of rows, as when it
+// is alone: a token's output does not depend on which others share its batch, so a
+// server's batching changes no token (sgemm's blocking would change the sums' order).
+static snp_status matvec(cpu_ctx *c, float *y, const float *x, const bk_weight *W, int T) {
+    int64_t N = W->rows, K = W->cols, nb = K / QK_BLOCK;
     int quant = W->type == DTYPE_Q8_0 || W->type == DTYPE_Q4_0 || W->type == DTYPE_Q4_1;
+    // The chunking depends on the weight only (never on T), for the reason above.
     int nt = N * K < MATVEC_PARALLEL_MIN ? 1 : c->n_threads;
     // Chunks of rows handed out dynamically, about 8 per thread: on a shared machine
     // a descheduled thread's rows get done by the others instead of holding all up.
     int64_t rows = max64(MATVEC_MIN_CHUNK_ROWS, round_up((N + 8 * nt - 1) / (8 * nt), 8));
     int64_t n_chunks = (N + rows - 1) / rows;
+    if (T > 1 && nt == 1 && T * N * K >= MATVEC_PARALLEL_MIN) nt = c->n_threads;
     snp_status st = SNP_OK;
+    matvec_job job = {.W = W, .x = x, .y = y, .rows = rows, .T = T};
     if (quant && c->matvec_q8) {
-        cpu_q8_row xq = {0};
-        xq.d = malloc(sizeof(float) * (size_t)(K / QK_BLOCK));
-        xq.s = malloc(sizeof(float) * (size_t)(K / QK_BLOCK));
-        xq.qs = aligned_alloc(64, (size_t)round_up(K, 64));
-        if (!xq.d || !xq.s || !xq.qs) {
+        cpu_q8_row *xq = calloc((size_t)T, sizeof *xq);
+        int ok = xq != NULL;
+        for (int t = 0; ok && t < T; t++) {
+            xq[t].d = malloc(sizeof(float) * (size_t)nb);
+            xq[t].s = malloc(sizeof(float) * (size_t)nb);
+            xq[t].qs = aligned_alloc(64, (size_t)round_up(K, 64));
+            ok = xq[t].d && xq[t].s && xq[t].qs;
+            if (ok) cpu_q8_quantize(x + (int64_t)t * K, K, &xq[t]);
+        }
+        if (!ok) {
             st = snp_fail(SNP_ERR_MEMORY, "cpu: matmul '%s': out of memory for x in int8", W->name);
         } else {
-            cpu_q8_quantize(x, K, &xq);
-            matvec_job job = {.W = W, .xq = &xq, .y = y, .rows = rows};
+            job.xq = xq;
             cpu_pool_for(c->pool, nt, n_chunks, matvec_item, &job);
         }
-        free(xq.d);
-        free(xq.s);
-        free(xq.qs);
+        for (int t = 0; xq && t < T; t++) {
+            free(xq[t].d);
+            free(xq[t].s);
+            free(xq[t].qs);
+        }
+        free(xq);
         return st;
     }
     float *xsum = NULL;
     if (W->type == DTYPE_Q4_1) {
-        xsum = malloc(sizeof(float) * (size_t)(K / QK_BLOCK));
+        xsum = malloc(sizeof(float) * (size_t)(nb * T));
         if (!xsum)
             return snp_fail(SNP_ERR_MEMORY, "cpu: matmul '%s': out of memory for block sums",
                             W->name);
-        cpu_block_sums(x, K, xsum);
+        for (int t = 0; t < T; t++) cpu_block_sums(x + (int64_t)t * K, K, xsum + (int64_t)t * nb);
     }
-    matvec_job job = {.W = W, .x = x, .xsum = xsum, .y = y, .rows = rows};
+    job.xsum = xsum;
     cpu_pool_for(c->pool, nt, n_chunks, matvec_item, &job);
     free(xsum);
     return st;
@@ -179,8 +205,8 @@ snp_status cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *W, con
         return snp_fail(SNP_ERR_ARGUMENT,
                         "cpu: matmul '%s': T = %d tokens times %lld x %lld overflows BLAS's int",
                         W->name, T, (long long)W->rows, (long long)W->cols);
-    if (T == 1)
-        TRY(matvec(c, y, x, W));
+    if (T <= MATVEC_BATCH_MAX_T)
+        TRY(matvec(c, y, x, W, T));
     else
         TRY(gemm_panels(c, y, x, W, T));
     if (bias) {

@@ -15,6 +15,7 @@ typedef struct command {
 static const command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt"},
     {"qa", cmd_qa, "answer a question about a long document (SnapKV-compressed prefill)"},
+    {"serve", cmd_serve, "serve an OpenAI-compatible HTTP API with continuous batching"},
     {"bench", cmd_bench, "measure prefill and decode tokens/s at given prompt lengths"},
     {"inspect", cmd_inspect, "print a model's config and the memory plan of a request"},
     {"tokenize", cmd_tokenize, "print the token ids of text read on stdin"},

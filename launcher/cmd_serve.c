@@ -1,8 +1,9 @@
 // cmd_serve: `snaptp serve`: an OpenAI-compatible HTTP server over continuous
 // batching (runtime/scheduler.h). Rank 0 owns the HTTP server (server/); under
 // mpirun every rank runs the scheduler's step loop in lockstep. SIGTERM or SIGINT
-// drains: the listening socket closes, running and queued requests finish, then
-// every rank exits 0; a second SIGINT cancels what still runs.
+// drains (SIGUSR1 too, the signal mpirun passes on to the ranks): the listening
+// socket closes, running and queued requests finish, then every rank exits 0; a
+// second signal cancels what still runs.
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,23 +25,36 @@
 #include "commands.h"
 #include "session.h"
 
-// The signal thread: waits for SIGTERM / SIGINT (blocked in every other thread) and
-// turns them into a drain, then a stop.
+// Signals: the handler only writes the signal's number into a pipe (what a handler
+// may safely do, on whichever thread the kernel picked); a thread of rank 0 reads it
+// and turns the first into a drain, the next into a stop. A handler rather than a
+// blocked mask and sigwait: MPI's own threads do not keep an inherited mask.
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    const int saved = errno;
+    const unsigned char c = (unsigned char)sig;
+    if (write(signal_pipe[1], &c, 1) < 0) {
+        // The pipe is full of earlier signals: this one adds nothing.
+    }
+    errno = saved;
+}
+
 typedef struct signal_watch {
-    sigset_t set;
     scheduler *sched;
     http_server *http;
     pthread_t thread;
-    atomic_int started;
+    int started;
 } signal_watch;
 
 static void *watch_signals(void *arg) {
     signal_watch *w = arg;
-    for (int n = 0;; n++) {
-        int sig = 0;
-        if (sigwait(&w->set, &sig) != 0) continue;
-        if (sig == SIGUSR2) return NULL; // the server ended on its own: stop watching
-        if (n == 0) {
+    for (int n = 0;;) {
+        unsigned char sig = 0;
+        const ssize_t k = read(signal_pipe[0], &sig, 1);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0 || sig == 0) return NULL; // 0: the server ended on its own
+        if (n++ == 0) {
             fprintf(stderr, "snaptp serve: %s: draining (no new connections; running and queued "
                             "requests finish; again to cancel them)\n", strsignal(sig));
             http_server_quiesce(w->http);
@@ -51,6 +65,22 @@ static void *watch_signals(void *arg) {
             scheduler_stop(w->sched);
         }
     }
+}
+
+// catch_signals: SIGTERM, SIGINT and SIGUSR1 drain rank 0; the other ranks ignore
+// them and end when rank 0's step plan says so. Under mpirun SIGUSR1 is the one to
+// send: Open MPI's mpirun passes it on to every rank, while on SIGTERM it kills
+// the job itself.
+static snp_status catch_signals(int root) {
+    if (root && pipe(signal_pipe) != 0)
+        return snp_fail(SNP_ERR_IO, "serve: pipe for signals: %s", strerror(errno));
+    struct sigaction sa = {0};
+    sa.sa_handler = root ? on_signal : SIG_IGN;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    const int sigs[] = {SIGTERM, SIGINT, SIGUSR1};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+    return SNP_OK;
 }
 
 // default_kv_pool: the KV pool when --kv-memory is not given: on the CPU, half of
@@ -80,16 +110,7 @@ int cmd_serve(int argc, char **argv) {
     const char *config = NULL, *host = "127.0.0.1", *api_key = NULL, *kv_memory = NULL;
     const char *max_body = "64M", *served_name = NULL;
     int port = 8080, max_seqs = 16, max_queue = 256, no_mmap = 0;
-    // SIGTERM and SIGINT go to the signal thread only (rank 0), and are ignored by the
-    // other ranks, which end when rank 0's plan says so (mpirun forwards signals to
-    // every rank). Blocked before any thread starts (MPI's, the CPU pool's, BLAS's),
-    // since a thread inherits the mask and any unblocked one could take the signal.
     signal_watch watch = {0};
-    sigemptyset(&watch.set);
-    sigaddset(&watch.set, SIGTERM);
-    sigaddset(&watch.set, SIGINT);
-    sigaddset(&watch.set, SIGUSR2);
-    pthread_sigmask(SIG_BLOCK, &watch.set, NULL);
     session s;
     snp_status st = session_init_comm(&argc, &argv, &s);
     if (st != SNP_OK) return session_report_error(&s, "serve", st);
@@ -146,6 +167,7 @@ int cmd_serve(int argc, char **argv) {
     metrics_init(&met);
     uint64_t pool = 0, body_limit = 0;
     serve_defaults def = {.sampling = rc.sampling, .max_tokens = rc.max_tokens};
+    TRY_GOTO(st, catch_signals(root), done);
     if (!rc.model) {
         st = snp_fail(SNP_ERR_ARGUMENT, "give --model (or a --config with one)");
         goto done;
@@ -215,8 +237,8 @@ int cmd_serve(int argc, char **argv) {
     }
 done:
     if (watch.started) {
-        pthread_kill(watch.thread, SIGUSR2);
-        pthread_join(watch.thread, NULL);
+        const unsigned char end = 0;
+        if (write(signal_pipe[1], &end, 1) == 1) pthread_join(watch.thread, NULL);
     }
     http_server_stop(http);
     scheduler_free(sched);

@@ -180,7 +180,7 @@ static void drop_ref(completion *c);
 
 static int on_token(void *user, int32_t token) {
     completion *c = user;
-    if (atomic_load(&c->cancelled)) return 1;
+    // A cancelled request (scheduler_cancel) ends at the next step, as "cancelled".
     const double now = engine_now_s();
     metrics_observe_token(c->sc->met, now, c->t_last_token > 0 ? now - c->t_last_token : -1);
     if (c->t_last_token == 0) metrics_observe_ttft(c->sc->met, now - c->t_arrival);

@@ -50,7 +50,12 @@ static enum MHD_Result respond_error(serve_ctx *sc, struct MHD_Connection *con, 
                                      const char *type, const char *param, const char *message) {
     api_error e = {.http_status = status, .type = type};
     snprintf(e.param, sizeof e.param, "%s", param ? param : "");
-    return respond(sc, con, status, "application/json", api_error_json(&e, message));
+    // snp_error()'s "  at file:line" trace is for snaptp's developers, not its clients.
+    char text[1024];
+    snprintf(text, sizeof text, "%s", message);
+    char *trace = strstr(text, "\n  at ");
+    if (trace) *trace = '\0';
+    return respond(sc, con, status, "application/json", api_error_json(&e, text));
 }
 
 static enum MHD_Result respond_json(serve_ctx *sc, struct MHD_Connection *con, int status, cJSON *o) {

@@ -16,10 +16,10 @@ ctest --test-dir build --output-on-failure -j 2
 
 echo "== bad-input tests under AddressSanitizer and LeakSanitizer"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSNAPTP_SANITIZE=ON -DSNAPTP_CUDA=OFF >/dev/null
-asan_tests="test_gguf|test_safetensors|test_bad_input|test_tokenizer_bad|test_cpu_pool|test_golden_models|test_backend_parity|test_qa_prompt|test_kv_store|fuzz_.*_replay"
+asan_tests="test_gguf|test_safetensors|test_bad_input|test_tokenizer_bad|test_cpu_pool|test_golden_models|test_backend_parity|test_qa_prompt|test_kv_store|test_scheduler|fuzz_.*_replay"
 targets=(snaptp)
 for t in test_gguf test_safetensors test_tokenizer_bad test_cpu_pool test_golden_models test_backend_parity \
-    test_qa_prompt test_kv_store; do
+    test_qa_prompt test_kv_store test_scheduler; do
   [ -f "tests/$t.c" ] && targets+=("$t")
 done
 # The fuzz harnesses replay their seeds and crash reproducers (tests/fuzz/regress):

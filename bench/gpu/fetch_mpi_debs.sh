@@ -42,6 +42,7 @@ packages=(
     libcjson1               # configs and --json
     libutf8proc2            # tokenizer normalization
     libxxhash0              # KV store checksums and fingerprints
+    libmicrohttpd12         # snaptp serve's HTTP server (linked into the binary)
     libpcre2-8-0            # tokenizer pre-split
 )
 

@@ -408,6 +408,10 @@ snp_status completion_start(serve_ctx *sc, const api_request *r, int client_fd, 
             fail(err, 400, "invalid_request_error", param, st);
         }
     }
+    // The id before the submit: the scheduler's thread may write chunks at once.
+    static atomic_ullong n_made;
+    snprintf(c->id, sizeof c->id, "%s-%llu", r->kind == API_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)atomic_fetch_add(&n_made, 1) + 1);
     if (st == SNP_OK) {
         c->refs = 2; // the scheduler's, given back in on_done
         st = scheduler_submit(sc->sched, &q, &c->sched_id);
@@ -421,8 +425,6 @@ snp_status completion_start(serve_ctx *sc, const api_request *r, int client_fd, 
         completion_free(c);
         return st;
     }
-    snprintf(c->id, sizeof c->id, "%s-%llu", r->kind == API_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long long)c->sched_id);
     *out = c;
     return SNP_OK;
 }

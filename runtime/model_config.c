@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+// clang-format off: one architecture a line
 static const char *const arch_names[] = {
     [MODEL_ARCH_LLAMA] = "llama",
     [MODEL_ARCH_MISTRAL] = "mistral",
@@ -18,11 +19,13 @@ static const char *const arch_names[] = {
     [MODEL_ARCH_GLM] = "glm",
     [MODEL_ARCH_GLM4] = "glm4",
 };
+// clang-format on
 _Static_assert(sizeof arch_names / sizeof arch_names[0] == MODEL_ARCH_COUNT, "one name per arch");
 
 // The names llama.cpp's converter writes to general.architecture, where they differ
 // from HF's model_type: it writes HF's GlmForCausalLM (and THUDM's own ChatGLM
 // checkpoints) as "chatglm", GLM-4-0414 as "glm4".
+// clang-format off
 static const char *const gguf_arch_names[] = {
     [MODEL_ARCH_LLAMA] = "llama",
     [MODEL_ARCH_MISTRAL] = "mistral",
@@ -31,6 +34,7 @@ static const char *const gguf_arch_names[] = {
     [MODEL_ARCH_GLM] = "chatglm",
     [MODEL_ARCH_GLM4] = "glm4",
 };
+// clang-format on
 _Static_assert(sizeof gguf_arch_names / sizeof gguf_arch_names[0] == MODEL_ARCH_COUNT,
                "one GGUF name per arch");
 
@@ -476,8 +480,10 @@ snp_status model_config_validate(const model_config *c, const char *source) {
         return snp_fail(SNP_ERR_UNSUPPORTED, "%s: head size %d must be even and at most 512",
                         source, c->head_dim);
     if (c->rope_dims < 0 || c->rope_dims > c->head_dim || c->rope_dims % 2 != 0)
-        return snp_fail(SNP_ERR_FORMAT, "%s: %d rotary dims: they must be even and at most the "
-                        "head size %d", source, c->rope_dims, c->head_dim);
+        return snp_fail(SNP_ERR_FORMAT,
+                        "%s: %d rotary dims: they must be even and at most the "
+                        "head size %d",
+                        source, c->rope_dims, c->head_dim);
     if (!(c->rms_eps > 0) || !isfinite(c->rms_eps))
         return snp_fail(SNP_ERR_FORMAT,
                         "%s: the RMSNorm epsilon (rms_norm_eps, or GGUF "

@@ -371,8 +371,7 @@ static snp_status load_layer(loader *ld, int l, layer_weights *lw) {
         // half and the same columns of the up half, so its swiglu pairs them as on tp 1.
         TRY(load_weight(ld, NAME(ROLE_W_GATE_UP), 2 * F, C, shifted(ff_rows, 0, Fl), 1,
                         &lw->w_gate));
-        TRY(load_weight(ld, NAME(ROLE_W_GATE_UP), 2 * F, C, shifted(ff_rows, F, Fl), 1,
-                        &lw->w_up));
+        TRY(load_weight(ld, NAME(ROLE_W_GATE_UP), 2 * F, C, shifted(ff_rows, F, Fl), 1, &lw->w_up));
     } else {
         TRY(load_weight(ld, NAME(ROLE_W_GATE), F, C, ff_rows, 1, &lw->w_gate));
         TRY(load_weight(ld, NAME(ROLE_W_UP), F, C, ff_rows, 1, &lw->w_up));
@@ -380,8 +379,7 @@ static snp_status load_layer(loader *ld, int l, layer_weights *lw) {
     TRY(load_weight(ld, NAME(ROLE_W_DOWN), C, F, ff_cols, 1, &lw->w_down));
     TRY(load_weight(ld, NAME(ROLE_POST_ATTN_NORM), 1, C, whole, c->post_norms,
                     &lw->post_attn_norm));
-    TRY(load_weight(ld, NAME(ROLE_POST_FFN_NORM), 1, C, whole, c->post_norms,
-                    &lw->post_ffn_norm));
+    TRY(load_weight(ld, NAME(ROLE_POST_FFN_NORM), 1, C, whole, c->post_norms, &lw->post_ffn_norm));
 #undef NAME
     return SNP_OK;
 }
@@ -509,10 +507,11 @@ void model_free(model *m) {
     if (m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             layer_weights *lw = &m->layers[l];
-            bk_weight *all[] = {lw->attn_norm, lw->wq,       lw->wk,     lw->wv,     lw->bq,
-                                lw->bk,        lw->bv,       lw->q_norm, lw->k_norm, lw->wo,
-                                lw->ffn_norm,  lw->w_gate,   lw->w_up,   lw->w_down,
-                                lw->post_attn_norm, lw->post_ffn_norm};
+            bk_weight *all[] = {
+                lw->attn_norm,    lw->wq,     lw->wk,     lw->wv,     lw->bq,
+                lw->bk,           lw->bv,     lw->q_norm, lw->k_norm, lw->wo,
+                lw->ffn_norm,     lw->w_gate, lw->w_up,   lw->w_down, lw->post_attn_norm,
+                lw->post_ffn_norm};
             for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ops->weight_free(ctx, all[i]);
         }
     }

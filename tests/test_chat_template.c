@@ -1,5 +1,5 @@
-// test_chat_template: the Llama 3.1-3.3 and GLM-4-9B-Chat chat templates (tests/data/chat_template, the Jinja
-// text the models ship) on the Llama 3 tokenizer of ../shared: the family is recognised,
+// test_chat_template: the Llama 3.1-3.3 and GLM-4-9B-Chat chat templates (tests/data/chat_template,
+// the Jinja text the models ship) on the Llama 3 tokenizer of ../shared: the family is recognised,
 // chat_template_apply equals transformers' apply_chat_template (golden.json, made by
 // tests/gen_chat_template_golden.py) with and without a system message, the split
 // around the user message adds up, and a template changed in its system header is

@@ -323,7 +323,8 @@ static void test_rope(backend *be) {
             for (int h = 0; h < H; h++) {
                 const float *v = x + (t * H + h) * D;
                 double *rr = ref + (t * H + h) * D;
-                for (int d = R; d < D; d++) rr[d] = v[d];
+                for (int d = R; d < D; d++)
+                    rr[d] = v[d];
                 for (int i = 0; i < R / 2; i++) {
                     double ang = (double)((float)pos[t] * inv_r[i]);
                     int a = mode == ROPE_MODE_NEOX ? i : 2 * i;

@@ -96,9 +96,9 @@ snp_status cpu_rms_norm(void *ctx, void *y, const void *x, const bk_weight *w, f
 
 // rope: x[t,h,:] rotated in place by angles pos[t] * inv_freq[i], i < n_rot/2 (n_rot:
 // rp->n_rot, 0 meaning D). NEOX pairs (i, i + n_rot/2), PAIRS pairs (2i, 2i + 1); the
-// dims past n_rot pass through (partial rotary, HF's q[..., rotary_dim:]). As HF: the angle is one fp32
-// product of (float)pos and inv_freq, cos and sin in fp32 (glibc, < 1 ulp), each
-// times rp->cs_scale (YaRN), then out_a = a cos - b sin, out_b = b cos + a sin.
+// dims past n_rot pass through (partial rotary, HF's q[..., rotary_dim:]). As HF: the angle is one
+// fp32 product of (float)pos and inv_freq, cos and sin in fp32 (glibc, < 1 ulp), each times
+// rp->cs_scale (YaRN), then out_a = a cos - b sin, out_b = b cos + a sin.
 snp_status cpu_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
                     const rope_params *rp) {
     cpu_ctx *c = ctx;

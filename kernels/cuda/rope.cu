@@ -1,7 +1,7 @@
 // rope: rotary position embedding in place on bf16 [T, H, D], both pairings
-// (NEOX halves, PAIRS adjacent), over all D dims or the first n_rot (partial rotary). Positions and inv_freq come from the host, and
-// are uploaded only when they change (cuda_param_upload): inv_freq once per load,
-// the positions once per step (q and k, and every layer, share them).
+// (NEOX halves, PAIRS adjacent), over all D dims or the first n_rot (partial rotary). Positions and
+// inv_freq come from the host, and are uploaded only when they change (cuda_param_upload): inv_freq
+// once per load, the positions once per step (q and k, and every layer, share them).
 #include <math.h>
 
 #include "cuda_device.h"
@@ -75,8 +75,7 @@ snp_status cuda_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D
                           &d_freq));
     rope_kernel<<<T, ROPE_THREADS, sizeof(float) * (size_t)n_rot, c->stream>>>(
         (bf16 *)x, (const int32_t *)d_pos, (const float *)d_freq, H, D, n_rot,
-        rp->mode == ROPE_MODE_NEOX,
-        rp->cs_scale != 0.0f ? rp->cs_scale : 1.0f);
+        rp->mode == ROPE_MODE_NEOX, rp->cs_scale != 0.0f ? rp->cs_scale : 1.0f);
     CUDA_LAUNCHED("rope_kernel");
     return SNP_OK;
 }

@@ -45,7 +45,12 @@ typedef enum rope_mode {
 
 typedef struct rope_params {
     rope_mode mode;
-    const float *inv_freq; // host, [D/2]; scaling (llama3, yarn, dynamic) applied by the caller
+    const float *inv_freq; // host, [n_rot/2]; scaling (llama3, yarn, dynamic) applied by the caller
+    // Partial rotary embeddings (GLM-4: partial_rotary_factor 0.5): only the first n_rot
+    // dims of each head rotate, paired within them (NEOX: i, i + n_rot/2; PAIRS: 2i,
+    // 2i+1); dims n_rot .. D-1 pass through. 0, what a zero-initialised rope_params
+    // holds, means D (every dim).
+    int n_rot;
     // Multiplies cos and sin (YaRN's attention temperature, HF's attention_scaling),
     // so q.k grows by its square. 0, what a zero-initialised rope_params holds, means 1.
     float cs_scale;

@@ -38,9 +38,13 @@ static void print_config(const char *path, const model_config *c) {
     default:
         break;
     }
+    if (c->rope_dims > 0 && c->rope_dims < c->head_dim)
+        printf(", partial: the first %d of %d dims rotate", c->rope_dims, c->head_dim);
     printf("\n");
-    printf("extras        %s%s%s\n", c->qkv_bias ? "q/k/v bias " : "", c->qk_norm ? "q/k norm" : "",
-           !c->qkv_bias && !c->qk_norm ? "none" : "");
+    const int none = !c->qkv_bias && !c->qk_norm && !c->ffn_fused && !c->post_norms;
+    printf("extras        %s%s%s%s%s\n", c->qkv_bias ? "q/k/v bias " : "",
+           c->qk_norm ? "q/k norm " : "", c->ffn_fused ? "fused gate_up (split at load) " : "",
+           c->post_norms ? "post-attention/post-MLP norms" : "", none ? "none" : "");
 }
 
 // print_snapkv: the SnapKV settings a run of this model gets when no config or flag

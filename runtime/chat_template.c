@@ -251,11 +251,43 @@ static snp_status llama31_render(const tokenizer *t, const char *tmpl, const cha
     return SNP_OK;
 }
 
+// ---- GLM-4-9B-Chat (and -1M): "[gMASK]<sop>" then <|role|>{metadata}\n{content} per
+// message whose content is not empty, then <|assistant|> with no newline after it. There
+// is no default system prompt (the long one is written only with tools) and nothing is
+// trimmed, so an empty system message is dropped, as the template's `if item['content']`.
+static int glm4_matches(const char *tmpl) {
+    return has(tmpl, "[gMASK]<sop>") &&
+           has(tmpl, "<|{{ item['role'] }}|>{{ item['metadata'] }}\n{{ item['content'] }}") &&
+           has(tmpl, "<|assistant|>");
+}
+
+static int glm4_vocab(const tokenizer *t) {
+    (void)t; // GLM checkpoints ship their template; the vocabulary alone implies none
+    return 0;
+}
+
+static snp_status glm4_render(const tokenizer *t, const char *tmpl, const char *sys,
+                              const char *user, tok_buf *out) {
+    (void)t;
+    (void)tmpl;
+    TRY(put(out, "[gMASK]<sop>"));
+    if (sys && *sys) {
+        TRY(put(out, "<|system|>\n"));
+        TRY(put(out, sys));
+    }
+    if (*user) {
+        TRY(put(out, "<|user|>\n"));
+        TRY(put(out, user));
+    }
+    return put(out, "<|assistant|>");
+}
+
 static const chat_family families[] = {
     {"qwen3", qwen3_matches, qwen3_vocab, qwen3_render},
     {"llama3.1", llama31_matches, llama31_vocab, llama31_render},
     {"llama3", llama3_matches, llama3_vocab, llama3_render},
     {"chatml", chatml_matches, chatml_vocab, chatml_render},
+    {"glm4", glm4_matches, glm4_vocab, glm4_render},
 };
 
 static snp_status pick(const tokenizer *t, const chat_family **out) {
@@ -273,7 +305,7 @@ static snp_status pick(const tokenizer *t, const chat_family **out) {
                         "family (chatml, llama3, qwen3)");
     return snp_fail(SNP_ERR_UNSUPPORTED,
                     "chat template from %s is not one snaptp knows (SmolLM2/ChatML, Llama 3, "
-                    "Llama 3.1-3.3, Qwen3); it starts: '%.80s'",
+                    "Llama 3.1-3.3, Qwen3, GLM-4-9B-Chat); it starts: '%.80s'",
                     tokenizer_chat_template_source(t), tmpl);
 }
 

@@ -199,19 +199,22 @@ snp_status forward_store_and_attend(forward_ctx *f, void *k_buf, void *v_buf, in
                           forward_act_row(m, f->q, (size_t)t0, q_width), k_buf, v_buf, &shape);
 }
 
-// attention_out: x_c += o_proj(f->att) for Tc rows.
+// attention_out: x_c += o_proj(f->att) for Tc rows (GLM-4-0414: += norm(o_proj(...))).
 snp_status forward_attention_out(forward_ctx *f, int l, void *x_c, int Tc) {
     model *m = f->m;
     const backend_ops *ops = m->be->ops;
     void *ctx = m->be->ctx;
+    const bk_weight *post = m->layers[l].post_attn_norm;
     TRY(ops->matmul(ctx, f->proj, f->att, m->layers[l].wo, NULL, Tc));
     // All-reduce 1 of 2 per layer: each rank holds a partial sum of the o projection.
     TRY(all_reduce(f, f->proj, (size_t)Tc * (size_t)m->cfg.n_embd));
+    // The post-norm needs the whole sum, so it runs after the all-reduce, on every rank.
+    if (post) TRY(ops->rms_norm(ctx, f->proj, f->proj, post, m->cfg.rms_eps, Tc, m->cfg.n_embd));
     TRY(ops->add(ctx, x_c, f->proj, (size_t)Tc * (size_t)m->cfg.n_embd));
     return SNP_OK;
 }
 
-// mlp_block: x_c += down(silu(gate(norm(x_c))) * up(norm(x_c))).
+// mlp_block: x_c += down(silu(gate(norm(x_c))) * up(norm(x_c))) (GLM-4-0414: normed too).
 snp_status forward_mlp_block(forward_ctx *f, int l, void *x_c, int Tc) {
     model *m = f->m;
     const backend_ops *ops = m->be->ops;
@@ -225,6 +228,8 @@ snp_status forward_mlp_block(forward_ctx *f, int l, void *x_c, int Tc) {
     TRY(ops->matmul(ctx, f->proj, f->gate, lw->w_down, NULL, Tc));
     // All-reduce 2 of 2 per layer: the down projection's partial sums.
     TRY(all_reduce(f, f->proj, (size_t)Tc * (size_t)c->n_embd));
+    if (lw->post_ffn_norm) // GLM-4-0414, after the all-reduce as above
+        TRY(ops->rms_norm(ctx, f->proj, f->proj, lw->post_ffn_norm, c->rms_eps, Tc, c->n_embd));
     TRY(ops->add(ctx, x_c, f->proj, (size_t)Tc * (size_t)c->n_embd));
     return SNP_OK;
 }

@@ -19,6 +19,9 @@ typedef struct layer_weights {
     bk_weight *ffn_norm;        // [C]
     bk_weight *w_gate, *w_up;   // [Fl, C]  (column-parallel)
     bk_weight *w_down;          // [C, Fl]  (row-parallel)
+    // GLM-4-0414: RMSNorm of the (all-reduced) attention and MLP outputs before each
+    // residual add; NULL for every other architecture.
+    bk_weight *post_attn_norm, *post_ffn_norm; // [C]
 } layer_weights;
 
 // Which slice of the model this rank holds. tp_size == 1 is the whole model.

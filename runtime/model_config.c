@@ -10,30 +10,67 @@
 #include <stdlib.h>
 #include <string.h>
 
+// clang-format off: one architecture a line
 static const char *const arch_names[] = {
     [MODEL_ARCH_LLAMA] = "llama",
     [MODEL_ARCH_MISTRAL] = "mistral",
     [MODEL_ARCH_QWEN2] = "qwen2",
     [MODEL_ARCH_QWEN3] = "qwen3",
+    [MODEL_ARCH_GLM] = "glm",
+    [MODEL_ARCH_GLM4] = "glm4",
 };
+// clang-format on
 _Static_assert(sizeof arch_names / sizeof arch_names[0] == MODEL_ARCH_COUNT, "one name per arch");
+
+// The names llama.cpp's converter writes to general.architecture, where they differ
+// from HF's model_type: it writes HF's GlmForCausalLM (and THUDM's own ChatGLM
+// checkpoints) as "chatglm", GLM-4-0414 as "glm4".
+// clang-format off
+static const char *const gguf_arch_names[] = {
+    [MODEL_ARCH_LLAMA] = "llama",
+    [MODEL_ARCH_MISTRAL] = "mistral",
+    [MODEL_ARCH_QWEN2] = "qwen2",
+    [MODEL_ARCH_QWEN3] = "qwen3",
+    [MODEL_ARCH_GLM] = "chatglm",
+    [MODEL_ARCH_GLM4] = "glm4",
+};
+// clang-format on
+_Static_assert(sizeof gguf_arch_names / sizeof gguf_arch_names[0] == MODEL_ARCH_COUNT,
+               "one GGUF name per arch");
 
 const char *model_arch_name(model_arch a) {
     return (unsigned)a < MODEL_ARCH_COUNT ? arch_names[a] : "?";
 }
 
 static snp_status arch_from_name(const char *name, size_t len, const char *source,
-                                 const char *field, model_arch *out) {
+                                 const char *field, int gguf, model_arch *out) {
+    const char *const *names = gguf ? gguf_arch_names : arch_names;
     for (int a = 0; a < MODEL_ARCH_COUNT; a++) {
-        if (strlen(arch_names[a]) == len && memcmp(arch_names[a], name, len) == 0) {
+        if (strlen(names[a]) == len && memcmp(names[a], name, len) == 0) {
             *out = (model_arch)a;
             return SNP_OK;
         }
     }
+    if (!gguf && len == 7 && memcmp(name, "chatglm", 7) == 0)
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "%s: model_type 'chatglm' is THUDM's remote-code layout (transformer."
+                        "encoder.*, fused query_key_value); snaptp reads the transformers layout "
+                        "of the same models: the -hf checkpoints (model_type glm), or a GGUF",
+                        source);
     return snp_fail(SNP_ERR_UNSUPPORTED,
-                    "%s: unsupported architecture '%.*s' in %s (snaptp runs llama, mistral, "
-                    "qwen2, qwen3)",
-                    source, (int)len, name, field);
+                    "%s: unsupported architecture '%.*s' in %s (snaptp runs %s)", source, (int)len,
+                    name, field,
+                    gguf ? "llama, mistral, qwen2, qwen3, chatglm, glm4"
+                         : "llama, mistral, qwen2, qwen3, glm, glm4");
+}
+
+static int arch_is_glm(model_arch a) {
+    return a == MODEL_ARCH_GLM || a == MODEL_ARCH_GLM4;
+}
+
+// rot_dims: the dims that rotate; a config built by hand (tests) may leave rope_dims 0.
+static int rot_dims(const model_config *c) {
+    return c->rope_dims > 0 ? c->rope_dims : c->head_dim;
 }
 
 // ---- GGUF -------------------------------------------------------------------
@@ -123,7 +160,8 @@ snp_status model_config_from_gguf(const gguf_file *f, model_config *out) {
     model_config c = {0};
     gguf_str arch_str;
     TRY(gguf_get_str(f, "general.architecture", &arch_str));
-    TRY(arch_from_name(arch_str.ptr, arch_str.len, gguf_path(f), "general.architecture", &c.arch));
+    TRY(arch_from_name(arch_str.ptr, arch_str.len, gguf_path(f), "general.architecture", 1,
+                       &c.arch));
     char arch[32];
     snprintf(arch, sizeof arch, "%.*s", (int)arch_str.len, arch_str.ptr);
 
@@ -146,22 +184,33 @@ snp_status model_config_from_gguf(const gguf_file *f, model_config *out) {
     c.head_dim = key_length;
     int rope_dims = 0;
     TRY(gguf_int(f, arch, "rope.dimension_count", 0, c.head_dim, &rope_dims));
-    if (rope_dims != c.head_dim)
-        return snp_fail(SNP_ERR_UNSUPPORTED,
-                        "gguf: %s: %s.rope.dimension_count = %d differs from the head size %d "
-                        "(partial rotary embeddings are not supported)",
+    // Partial rotary (GLM: half of each head) is the first rope_dims dims, as ggml's rope.
+    if (rope_dims > c.head_dim || rope_dims % 2 != 0)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "gguf: %s: %s.rope.dimension_count = %d: the rotary dims must be even and "
+                        "at most the head size %d",
                         gguf_path(f), arch, rope_dims, c.head_dim);
+    c.rope_dims = rope_dims;
     TRY(gguf_float(f, arch, "rope.freq_base", 10000.0f, &c.rope_theta));
     TRY(gguf_float(f, arch, "attention.layer_norm_rms_epsilon", 1e-5f, &c.rms_eps));
 
     TRY(gguf_rope_scaling(f, arch, &c));
 
     // The llama converter permutes q/k rows so that rope rotates adjacent pairs;
-    // qwen converters keep HF's halves layout.
-    c.rope_mode = c.arch == MODEL_ARCH_LLAMA || c.arch == MODEL_ARCH_MISTRAL ? ROPE_MODE_PAIRS
-                                                                             : ROPE_MODE_NEOX;
+    // qwen converters keep HF's halves layout; GLM rotates adjacent pairs already
+    // (llama.cpp's LLAMA_ROPE_TYPE_NORM for chatglm and glm4, q/k written as HF has them).
+    c.rope_mode = c.arch == MODEL_ARCH_LLAMA || c.arch == MODEL_ARCH_MISTRAL || arch_is_glm(c.arch)
+                      ? ROPE_MODE_PAIRS
+                      : ROPE_MODE_NEOX;
     c.qkv_bias = c.arch == MODEL_ARCH_QWEN2;
+    // GLM's biases are a config choice (attention_bias, true for every GLM-4 checkpoint);
+    // the converter writes them when the model has them, separately or as attn_qkv.bias.
+    if (arch_is_glm(c.arch))
+        c.qkv_bias = gguf_find_tensor(f, "blk.0.attn_q.bias") != NULL ||
+                     gguf_find_tensor(f, "blk.0.attn_qkv.bias") != NULL;
     c.qk_norm = c.arch == MODEL_ARCH_QWEN3;
+    c.post_norms = c.arch == MODEL_ARCH_GLM4;
+    c.ffn_fused = arch_is_glm(c.arch); // gate_up_proj is written whole as ffn_up [C, 2F]
 
     const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
     if (!embd)
@@ -298,6 +347,24 @@ static snp_status parse_dynamic(const cJSON *rs, const char *path, model_config 
     return SNP_OK;
 }
 
+// parse_rope_dims: partial_rotary_factor, top-level (transformers 4 checkpoints) or in
+// rope_parameters (transformers 5), default 0.5 for GLM (HF's GlmConfig setdefault) and
+// 1 otherwise; the rotary dims are int(head_dim x factor), as HF's rope init.
+static snp_status parse_rope_dims(const cJSON *root, const char *path, model_config *c) {
+    float factor = arch_is_glm(c->arch) ? 0.5f : 1.0f;
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    if (cJSON_IsObject(rp)) TRY(json_float(rp, path, "partial_rotary_factor", factor, &factor));
+    TRY(json_float(root, path, "partial_rotary_factor", factor, &factor));
+    const double dims = floor((double)c->head_dim * (double)factor);
+    if (!(factor > 0.0f) || !(factor <= 1.0f) || dims < 2 || (int)dims % 2 != 0)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: partial_rotary_factor %g of head_dim %d gives %g rotary "
+                        "dims: the factor must be in (0, 1] and the dims even",
+                        path, (double)factor, c->head_dim, dims);
+    c->rope_dims = (int)dims;
+    return SNP_OK;
+}
+
 static snp_status parse_rope_scaling(const cJSON *root, const char *path, model_config *c) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     c->rope_scaling = ROPE_SCALING_NONE;
@@ -342,7 +409,8 @@ static snp_status config_from_cjson(const cJSON *root, const char *path, model_c
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(type))
         return snp_fail(SNP_ERR_FORMAT, "config: %s: field 'model_type' is missing", path);
-    TRY(arch_from_name(type->valuestring, strlen(type->valuestring), path, "model_type", &c.arch));
+    TRY(arch_from_name(type->valuestring, strlen(type->valuestring), path, "model_type", 0,
+                       &c.arch));
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
     if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0)
         return snp_fail(SNP_ERR_UNSUPPORTED,
@@ -365,13 +433,19 @@ static snp_status config_from_cjson(const cJSON *root, const char *path, model_c
     TRY(json_int(root, path, "max_position_embeddings", 1, 0, &c.n_ctx));
     TRY(json_float(root, path, "rms_norm_eps", 1e-6f, &c.rms_eps));
     TRY(json_float(root, path, "rope_theta", 10000.0f, &c.rope_theta));
+    TRY(parse_rope_dims(root, path, &c));
     TRY(parse_rope_scaling(root, path, &c));
-    c.rope_mode = ROPE_MODE_NEOX; // HF checkpoints keep rotate_half's layout
+    // HF checkpoints keep rotate_half's layout, except GLM's rotate_half, which pairs
+    // adjacent dims (x[..., 0::2], x[..., 1::2]).
+    c.rope_mode = arch_is_glm(c.arch) ? ROPE_MODE_PAIRS : ROPE_MODE_NEOX;
     int attention_bias = 0, use_sw = 0;
     TRY(json_bool(root, path, "tie_word_embeddings", 0, &c.tied_embeddings));
-    TRY(json_bool(root, path, "attention_bias", 0, &attention_bias));
+    // GlmConfig and Glm4Config default attention_bias to true.
+    TRY(json_bool(root, path, "attention_bias", arch_is_glm(c.arch), &attention_bias));
     c.qkv_bias = c.arch == MODEL_ARCH_QWEN2 || attention_bias;
     c.qk_norm = c.arch == MODEL_ARCH_QWEN3;
+    c.post_norms = c.arch == MODEL_ARCH_GLM4;
+    c.ffn_fused = arch_is_glm(c.arch); // mlp.gate_up_proj [2F, C], gate rows first
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
     TRY(json_bool(root, path, "use_sliding_window", c.arch == MODEL_ARCH_MISTRAL, &use_sw));
     if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble > 0) c.sliding_window = sw->valueint;
@@ -405,6 +479,11 @@ snp_status model_config_validate(const model_config *c, const char *source) {
     if (c->head_dim % 2 != 0 || c->head_dim > 512)
         return snp_fail(SNP_ERR_UNSUPPORTED, "%s: head size %d must be even and at most 512",
                         source, c->head_dim);
+    if (c->rope_dims < 0 || c->rope_dims > c->head_dim || c->rope_dims % 2 != 0)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "%s: %d rotary dims: they must be even and at most the "
+                        "head size %d",
+                        source, c->rope_dims, c->head_dim);
     if (!(c->rms_eps > 0) || !isfinite(c->rms_eps))
         return snp_fail(SNP_ERR_FORMAT,
                         "%s: the RMSNorm epsilon (rms_norm_eps, or GGUF "
@@ -441,7 +520,7 @@ static void inv_freq_plain(float base, int D, float *inv_freq) {
 // transformers' _compute_llama3_parameters: long wavelengths are divided by `factor`,
 // short ones kept, the band between blended linearly.
 static void inv_freq_llama3(const model_config *c, float *inv_freq) {
-    const int D = c->head_dim;
+    const int D = rot_dims(c);
     const float old_ctx = (float)c->rope_original_ctx;
     const float low_wavelen = old_ctx / c->rope_low_freq_factor;
     const float high_wavelen = old_ctx / c->rope_high_freq_factor;
@@ -470,7 +549,7 @@ static double yarn_correction_dim(double rotations, int D, double base, int orig
 // original: fast dims that turn beta_fast times and more) below `low` and 0 (fully
 // interpolated) above `high`. Ramp and blend in fp32, bounds in double, as HF.
 static void inv_freq_yarn(const model_config *c, float *inv_freq) {
-    const int D = c->head_dim;
+    const int D = rot_dims(c); // HF: dim = head_dim x partial_rotary_factor
     const double base = c->rope_theta;
     double low = yarn_correction_dim(c->rope_beta_fast, D, base, c->rope_original_ctx);
     double high = yarn_correction_dim(c->rope_beta_slow, D, base, c->rope_original_ctx);
@@ -502,7 +581,7 @@ void model_config_inv_freq(const model_config *c, float *inv_freq) {
         model_config_inv_freq_at(c, 0, inv_freq);
         return;
     }
-    inv_freq_plain(c->rope_theta, c->head_dim, inv_freq);
+    inv_freq_plain(c->rope_theta, rot_dims(c), inv_freq);
     if (c->rope_scaling == ROPE_SCALING_LLAMA3) inv_freq_llama3(c, inv_freq);
 }
 
@@ -513,7 +592,7 @@ void model_config_inv_freq_at(const model_config *c, int seq_len, float *inv_fre
     }
     // transformers' _compute_dynamic_ntk_parameters:
     //   base * (factor * seq_len / max_pos - (factor - 1)) ** (D / (D - 2))
-    const int D = c->head_dim, max_pos = c->rope_original_ctx;
+    const int D = rot_dims(c), max_pos = c->rope_original_ctx;
     const double factor = c->rope_factor, theta = c->rope_theta;
     const double exponent = (double)D / (double)(D - 2);
     if (seq_len <= max_pos) {

@@ -13,6 +13,10 @@ typedef enum model_arch {
     MODEL_ARCH_MISTRAL, // Llama layout; sliding window unsupported beyond the prompt
     MODEL_ARCH_QWEN2,   // q/k/v bias
     MODEL_ARCH_QWEN3,   // q/k RMSNorm per head, head_dim decoupled from hidden
+    MODEL_ARCH_GLM,     // GLM-4 (HF "glm", GGUF "chatglm"): partial rotary on adjacent pairs,
+                        // q/k/v bias, fused gate_up MLP
+    MODEL_ARCH_GLM4,    // GLM-4-0414 (HF and GGUF "glm4"): GLM plus post-attention and
+                        // post-MLP RMSNorms on each block's output
     MODEL_ARCH_COUNT
 } model_arch;
 
@@ -31,6 +35,7 @@ typedef struct model_config {
     int n_heads;    // H
     int n_kv_heads; // Hkv
     int head_dim;   // D
+    int rope_dims;  // dims of each head that rotate (D, or D x partial_rotary_factor)
     int n_ff;       // MLP inner width
     int n_vocab;    // V
     int n_ctx;      // context the model was trained for
@@ -48,6 +53,8 @@ typedef struct model_config {
     int tied_embeddings;                  // LM head reads the token embedding table
     int qkv_bias;
     int qk_norm;
+    int post_norms;     // GLM-4-0414: RMSNorm of the attention and MLP outputs before the residual
+    int ffn_fused;      // GLM: gate and up are one [2F, C] tensor (gate rows first)
     int sliding_window; // 0 if none
 } model_config;
 
@@ -63,7 +70,7 @@ snp_status model_config_from_json(const char *path, model_config *out);
 // model_config_validate: cross-field checks (H % Hkv, even D, positive sizes).
 snp_status model_config_validate(const model_config *c, const char *source);
 
-// model_config_inv_freq: RoPE inverse frequencies [D/2] as HF computes them in
+// model_config_inv_freq: RoPE inverse frequencies [rope_dims/2] as HF computes them in
 // fp32 at load, with llama3 or yarn scaling applied when the config asks for it.
 // For dynamic NTK this is the set for sequences up to rope_original_ctx.
 void model_config_inv_freq(const model_config *c, float *inv_freq);

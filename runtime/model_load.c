@@ -43,6 +43,11 @@ typedef enum weight_role {
     ROLE_W_GATE,
     ROLE_W_UP,
     ROLE_W_DOWN,
+    ROLE_POST_ATTN_NORM, // GLM-4-0414
+    ROLE_POST_FFN_NORM,
+    ROLE_W_GATE_UP, // GLM: [2F, C], gate rows then up rows
+    ROLE_WQKV,      // GGUF chatglm from THUDM's own layout: [(H + 2 Hkv) D, C], q, k, v rows
+    ROLE_BQKV,
     ROLE_COUNT
 } weight_role;
 
@@ -65,6 +70,15 @@ static const struct {
     [ROLE_W_GATE] = {"blk.%d.ffn_gate.weight", "model.layers.%d.mlp.gate_proj.weight"},
     [ROLE_W_UP] = {"blk.%d.ffn_up.weight", "model.layers.%d.mlp.up_proj.weight"},
     [ROLE_W_DOWN] = {"blk.%d.ffn_down.weight", "model.layers.%d.mlp.down_proj.weight"},
+    [ROLE_POST_ATTN_NORM] = {"blk.%d.post_attention_norm.weight",
+                             "model.layers.%d.post_self_attn_layernorm.weight"},
+    [ROLE_POST_FFN_NORM] = {"blk.%d.post_ffw_norm.weight",
+                            "model.layers.%d.post_mlp_layernorm.weight"},
+    // llama.cpp maps gate_up_proj to ffn_up and keeps it whole (its swiglu splits it).
+    [ROLE_W_GATE_UP] = {"blk.%d.ffn_up.weight", "model.layers.%d.mlp.gate_up_proj.weight"},
+    // HF's Glm* keep q/k/v apart; only THUDM's checkpoints, converted, fuse them.
+    [ROLE_WQKV] = {"blk.%d.attn_qkv.weight", "model.layers.%d.self_attn.qkv_proj.weight"},
+    [ROLE_BQKV] = {"blk.%d.attn_qkv.bias", "model.layers.%d.self_attn.qkv_proj.bias"},
 };
 _Static_assert(sizeof role_names / sizeof role_names[0] == ROLE_COUNT, "one name per role");
 
@@ -277,6 +291,55 @@ static snp_status plan_shard(model *m, const char *path) {
     return SNP_OK;
 }
 
+// shifted: the slice `sl` moved down by `off` rows (a part of a fused tensor), or, for a
+// slice of the whole tensor (tp 1), rows [off, off + n) of it.
+static slice shifted(slice sl, uint64_t off, uint64_t n) {
+    if (sl.kind == SLICE_NONE) return (slice){SLICE_ROWS, off, off + n};
+    return (slice){sl.kind, off + sl.lo, off + sl.hi};
+}
+
+// bias_of: the column slice of a [1, N] bias that matches the row slice of its matrix.
+static slice bias_of(slice rows) {
+    return (slice){rows.kind == SLICE_ROWS ? SLICE_COLS : SLICE_NONE, rows.lo, rows.hi};
+}
+
+// load_qkv: q, k, v and their biases, from three tensors or (GGUF chatglm converted
+// from THUDM's layout) from one fused attn_qkv whose rows are all q heads, then all k
+// heads, then all v heads; each rank cuts its heads out of each part.
+static snp_status load_qkv(loader *ld, int l, layer_weights *lw, slice q_rows, slice kv_rows) {
+    const model *m = ld->m;
+    const model_config *c = &m->cfg;
+    const uint64_t C = (uint64_t)c->n_embd, D = (uint64_t)c->head_dim;
+    const uint64_t H = (uint64_t)c->n_heads, Hkv = (uint64_t)c->n_kv_heads;
+    const uint64_t Hl = (uint64_t)m->n_heads_local, Hkvl = (uint64_t)m->n_kv_heads_local;
+    const checkpoint *ck = &ld->ck;
+    char name[160];
+#define NAME(role) layer_name(ck, role, l, name, sizeof name)
+    tensor_view tv;
+    int fused = 0;
+    if (ck->gguf) TRY(checkpoint_find(ck, NAME(ROLE_WQKV), &tv, &fused));
+    if (!fused) {
+        TRY(load_weight(ld, NAME(ROLE_WQ), H * D, C, q_rows, 1, &lw->wq));
+        TRY(load_weight(ld, NAME(ROLE_WK), Hkv * D, C, kv_rows, 1, &lw->wk));
+        TRY(load_weight(ld, NAME(ROLE_WV), Hkv * D, C, kv_rows, 1, &lw->wv));
+        TRY(load_weight(ld, NAME(ROLE_BQ), 1, H * D, bias_of(q_rows), c->qkv_bias, &lw->bq));
+        TRY(load_weight(ld, NAME(ROLE_BK), 1, Hkv * D, bias_of(kv_rows), c->qkv_bias, &lw->bk));
+        TRY(load_weight(ld, NAME(ROLE_BV), 1, Hkv * D, bias_of(kv_rows), c->qkv_bias, &lw->bv));
+        return SNP_OK;
+    }
+    const uint64_t N = (H + 2 * Hkv) * D, k_off = H * D, v_off = (H + Hkv) * D;
+    const slice qs = shifted(q_rows, 0, Hl * D);
+    const slice ks = shifted(kv_rows, k_off, Hkvl * D), vs = shifted(kv_rows, v_off, Hkvl * D);
+    TRY(load_weight(ld, NAME(ROLE_WQKV), N, C, qs, 1, &lw->wq));
+    TRY(load_weight(ld, NAME(ROLE_WQKV), N, C, ks, 1, &lw->wk));
+    TRY(load_weight(ld, NAME(ROLE_WQKV), N, C, vs, 1, &lw->wv));
+    TRY(load_weight(ld, NAME(ROLE_BQKV), 1, N, bias_of(qs), c->qkv_bias, &lw->bq));
+    TRY(load_weight(ld, NAME(ROLE_BQKV), 1, N, bias_of(ks), c->qkv_bias, &lw->bk));
+    TRY(load_weight(ld, NAME(ROLE_BQKV), 1, N, bias_of(vs), c->qkv_bias, &lw->bv));
+#undef NAME
+    return SNP_OK;
+}
+
 static snp_status load_layer(loader *ld, int l, layer_weights *lw) {
     model *m = ld->m;
     const model_config *c = &m->cfg;
@@ -294,28 +357,29 @@ static snp_status load_layer(loader *ld, int l, layer_weights *lw) {
     const slice ff_rows = {full ? SLICE_NONE : SLICE_ROWS, r * Fl, (r + 1) * Fl};
     const slice ff_cols = {full ? SLICE_NONE : SLICE_COLS, r * Fl, (r + 1) * Fl};
     const slice whole = {SLICE_NONE, 0, 0};
-    // Biases are 1 x N rows; their slice is a column range.
-    const slice bq_cols = {q_rows.kind == SLICE_ROWS ? SLICE_COLS : SLICE_NONE, q_rows.lo,
-                           q_rows.hi};
-    const slice bkv_cols = {kv_rows.kind == SLICE_ROWS ? SLICE_COLS : SLICE_NONE, kv_rows.lo,
-                            kv_rows.hi};
     char name[160];
     const checkpoint *ck = &ld->ck;
 #define NAME(role) layer_name(ck, role, l, name, sizeof name)
     TRY(load_weight(ld, NAME(ROLE_ATTN_NORM), 1, C, whole, 1, &lw->attn_norm));
-    TRY(load_weight(ld, NAME(ROLE_WQ), H * D, C, q_rows, 1, &lw->wq));
-    TRY(load_weight(ld, NAME(ROLE_WK), Hkv * D, C, kv_rows, 1, &lw->wk));
-    TRY(load_weight(ld, NAME(ROLE_WV), Hkv * D, C, kv_rows, 1, &lw->wv));
-    TRY(load_weight(ld, NAME(ROLE_BQ), 1, H * D, bq_cols, c->qkv_bias, &lw->bq));
-    TRY(load_weight(ld, NAME(ROLE_BK), 1, Hkv * D, bkv_cols, c->qkv_bias, &lw->bk));
-    TRY(load_weight(ld, NAME(ROLE_BV), 1, Hkv * D, bkv_cols, c->qkv_bias, &lw->bv));
+    TRY(load_qkv(ld, l, lw, q_rows, kv_rows));
     TRY(load_weight(ld, NAME(ROLE_Q_NORM), 1, D, whole, c->qk_norm, &lw->q_norm));
     TRY(load_weight(ld, NAME(ROLE_K_NORM), 1, D, whole, c->qk_norm, &lw->k_norm));
     TRY(load_weight(ld, NAME(ROLE_WO), C, H * D, o_cols, 1, &lw->wo));
     TRY(load_weight(ld, NAME(ROLE_FFN_NORM), 1, C, whole, 1, &lw->ffn_norm));
-    TRY(load_weight(ld, NAME(ROLE_W_GATE), F, C, ff_rows, 1, &lw->w_gate));
-    TRY(load_weight(ld, NAME(ROLE_W_UP), F, C, ff_rows, 1, &lw->w_up));
+    if (c->ffn_fused) {
+        // gate and up are column-parallel each: rank r takes columns r·Fl.. of the gate
+        // half and the same columns of the up half, so its swiglu pairs them as on tp 1.
+        TRY(load_weight(ld, NAME(ROLE_W_GATE_UP), 2 * F, C, shifted(ff_rows, 0, Fl), 1,
+                        &lw->w_gate));
+        TRY(load_weight(ld, NAME(ROLE_W_GATE_UP), 2 * F, C, shifted(ff_rows, F, Fl), 1, &lw->w_up));
+    } else {
+        TRY(load_weight(ld, NAME(ROLE_W_GATE), F, C, ff_rows, 1, &lw->w_gate));
+        TRY(load_weight(ld, NAME(ROLE_W_UP), F, C, ff_rows, 1, &lw->w_up));
+    }
     TRY(load_weight(ld, NAME(ROLE_W_DOWN), C, F, ff_cols, 1, &lw->w_down));
+    TRY(load_weight(ld, NAME(ROLE_POST_ATTN_NORM), 1, C, whole, c->post_norms,
+                    &lw->post_attn_norm));
+    TRY(load_weight(ld, NAME(ROLE_POST_FFN_NORM), 1, C, whole, c->post_norms, &lw->post_ffn_norm));
 #undef NAME
     return SNP_OK;
 }
@@ -329,7 +393,7 @@ static snp_status load_rope_factors(loader *ld) {
     int found;
     TRY(checkpoint_find(&ld->ck, "rope_freqs.weight", &tv, &found));
     if (!found) return SNP_OK;
-    const int half = m->cfg.head_dim / 2;
+    const int half = (m->cfg.rope_dims > 0 ? m->cfg.rope_dims : m->cfg.head_dim) / 2;
     if (tv.type != DTYPE_F32 || tv.rows != 1 || tv.cols != (uint64_t)half)
         return snp_fail(SNP_ERR_FORMAT,
                         "model: %s: tensor 'rope_freqs.weight' must be F32 of %d elements, is %s "
@@ -443,9 +507,11 @@ void model_free(model *m) {
     if (m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             layer_weights *lw = &m->layers[l];
-            bk_weight *all[] = {lw->attn_norm, lw->wq,       lw->wk,     lw->wv,     lw->bq,
-                                lw->bk,        lw->bv,       lw->q_norm, lw->k_norm, lw->wo,
-                                lw->ffn_norm,  lw->w_gate,   lw->w_up,   lw->w_down};
+            bk_weight *all[] = {
+                lw->attn_norm,    lw->wq,     lw->wk,     lw->wv,     lw->bq,
+                lw->bk,           lw->bv,     lw->q_norm, lw->k_norm, lw->wo,
+                lw->ffn_norm,     lw->w_gate, lw->w_up,   lw->w_down, lw->post_attn_norm,
+                lw->post_ffn_norm};
             for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) ops->weight_free(ctx, all[i]);
         }
     }
@@ -465,8 +531,10 @@ void model_free(model *m) {
 
 rope_params model_rope_params(model *m, int seq_len) {
     const model_config *c = &m->cfg;
-    rope_params rp = {
-        .mode = c->rope_mode, .inv_freq = m->inv_freq, .cs_scale = c->rope_attn_scale};
+    rope_params rp = {.mode = c->rope_mode,
+                      .inv_freq = m->inv_freq,
+                      .cs_scale = c->rope_attn_scale,
+                      .n_rot = c->rope_dims};
     // Up to max_position_embeddings dynamic NTK keeps the load-time set (HF's too).
     if (c->rope_scaling != ROPE_SCALING_DYNAMIC || seq_len <= c->rope_original_ctx) return rp;
     if (m->inv_freq_step_len != seq_len) {

@@ -8,6 +8,16 @@ Templates (Jinja text exactly as shipped in the models' tokenizer_config.json "c
   llama3.2.jinja  Llama-3.2-1B/3B-Instruct: strftime_now("%d %b %Y"), which transformers defines
                   (today, local time). The generator freezes the clock and writes {TODAY} where
                   the date goes; the C test puts today's date there.
+  glm4-9b-chat.jinja  GLM-4-9B-Chat's "[gMASK]<sop>...<|{{ item['role'] }}|>{{ item['metadata'] }}"
+                  template (tools block and all), as THUDM/glm-4-9b-chat ships it in
+                  tokenizer_config.json and its GGUFs carry it in tokenizer.chat_template. Copied
+                  from a public copy of that GGUF value: huggingface/huggingface.js,
+                  packages/ollama-utils/src/chat-template-automap.ts, entry "library/glm4:9b",
+                  field "gguf" (JavaScript string escapes undone). The -1m / -hf repositories'
+                  tokenizer_config.json files were not reachable from here to compare byte for
+                  byte; their template is this family (same rendering without tools).
+  Rendered on the Llama 3 tokenizer: these templates read no special-token variables, so the text
+  does not depend on the vocabulary.
 
 Run:  HF_HUB_OFFLINE=1 /work/venv15/bin/python tests/gen_chat_template_golden.py
 CI reads only the committed output (test_chat_template).
@@ -23,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data", "chat_template")
 SHARED = os.environ.get("SNAPTP_SHARED_DIR", os.path.join(HERE, "..", "..", "shared"))
-TEMPLATES = ["llama3.1.jinja", "llama3.2.jinja"]
+TEMPLATES = ["llama3.1.jinja", "llama3.2.jinja", "glm4-9b-chat.jinja"]
 FROZEN = _dt.datetime(2024, 9, 5, 12, 0, 0)
 FROZEN_TEXT = "05 Sep 2024"  # strftime("%d %b %Y") of FROZEN
 CASES = [

@@ -25,6 +25,8 @@ import transformers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoTokenizer,
+    Glm4Config,
+    GlmConfig,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -136,10 +138,40 @@ TINY.update({
               "sequence), GQA 4 q / 2 kv heads of 32, untied",
     ),
 })
+# GLM-4: partial rotary (the first half of each head's 32 dims, adjacent pairs), q/k/v bias,
+# one fused gate_up_proj; glm4 adds the post-attention and post-MLP norms of GLM-4-0414.
+# glm's theta 1e4 and eps 1e-5 are what llama.cpp's converter writes for an HF GlmForCausalLM
+# (10000 x rope_ratio, layernorm_epsilon, neither of which HF's config has), so that glm_gguf
+# is the same model; glm4's converter reads rope_theta and rms_norm_eps, so glm4 uses GLM-4's
+# own eps and another theta.
+GLM_KW = dict(num_attention_heads=8, num_key_value_heads=2, head_dim=32, attention_bias=True,
+              tie_word_embeddings=False)
+TINY.update({
+    "glm": dict(
+        seed=812,
+        config_cls=GlmConfig,
+        rope=dict(rope_theta=10000.0, rope_scaling=None, partial_rotary_factor=0.5),
+        kw=dict(GLM_KW, rms_norm_eps=1e-5),
+        bin=True,
+        about="GLM-4 (GlmForCausalLM), GQA 8 q / 2 kv heads of 32, partial rotary 0.5 (16 dims, "
+              "adjacent pairs), q/k/v bias, fused gate_up_proj, untied",
+    ),
+    "glm4": dict(
+        seed=909,
+        config_cls=Glm4Config,
+        rope=dict(rope_theta=500000.0, rope_scaling=None, partial_rotary_factor=0.5),
+        kw=dict(GLM_KW, rms_norm_eps=1.5625e-07),
+        bin=True,
+        about="GLM-4-0414 (Glm4ForCausalLM): glm plus post_self_attn_layernorm and "
+              "post_mlp_layernorm, theta 5e5, eps 1.5625e-7",
+    ),
+})
 GGUF_NAME = "llama_gqa_gguf"
 YARN_GGUF = "llama_yarn_gguf"
+GLM_GGUF = "glm_gguf"
+GLM4_GGUF = "glm4_gguf"
 SMOLLM2 = "smollm2"
-ALL = list(TINY) + [GGUF_NAME, YARN_GGUF, SMOLLM2]
+ALL = list(TINY) + [GGUF_NAME, YARN_GGUF, GLM_GGUF, GLM4_GGUF, SMOLLM2]
 
 
 def log(*a):
@@ -290,6 +322,8 @@ def build_config(spec):
     kw.update(spec["kw"])
     rope = spec["rope"]
     params = {"rope_type": "default", "rope_theta": rope["rope_theta"]}
+    if "partial_rotary_factor" in rope:
+        params["partial_rotary_factor"] = rope["partial_rotary_factor"]
     if rope["rope_scaling"]:
         params.update(rope["rope_scaling"])
     return spec["config_cls"](rope_parameters=params, **kw)
@@ -319,6 +353,8 @@ def add_legacy_config_keys(cfg_path, spec):
     cfg = json.loads(cfg_path.read_text())
     cfg["rope_theta"] = spec["rope"]["rope_theta"]
     cfg["rope_scaling"] = spec["rope"]["rope_scaling"]
+    if "partial_rotary_factor" in spec["rope"]:  # top-level in GLM-4's -hf config.json files
+        cfg["partial_rotary_factor"] = spec["rope"]["partial_rotary_factor"]
     cfg["torch_dtype"] = "bfloat16"
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
@@ -516,6 +552,113 @@ def gen_yarn_gguf():
                about="llama_yarn's weights (BF16) as a llama GGUF with rope.scaling.type yarn")
     write_json(out / "golden.json", doc)
     log(f"  {YARN_GGUF}: {(out / 'model.gguf').stat().st_size} bytes, llama_yarn's goldens")
+
+
+def write_glm_gguf(name, arch, fused_qkv):
+    """A tiny GLM as llama.cpp's converter writes it. glm4 (Glm4Model): TextModel's keys with
+    key_length/value_length, rope.dimension_count = head_dim x partial_rotary_factor, q/k kept
+    as HF has them (adjacent-pair rope, LLAMA_ROPE_TYPE_NORM), gate_up_proj whole as ffn_up
+    [2F rows], post_self_attn_layernorm / post_mlp_layernorm as post_attention_norm /
+    post_ffw_norm. chatglm (ChatGLMModel, which HF's GlmForCausalLM and THUDM's own checkpoints
+    both go through): context_length = seq_length (absent in HF configs: n_embd), eps =
+    layernorm_epsilon (default 1e-5), freq_base 10000 x rope_ratio, no key_length, and for
+    THUDM's layout the fused query_key_value as attn_qkv (+ bias), q rows then k then v.
+    Matrices BF16 (the safetensors file's numbers, so its goldens apply), norms and biases F32."""
+    src_dir = GOLDEN / name
+    src = AutoModelForCausalLM.from_pretrained(src_dir, dtype=torch.float32)
+    cfg = src.config
+    n_head, n_kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    n_rot = int(hd * cfg.rope_parameters["partial_rotary_factor"])
+    sd = {k: v.float().numpy() for k, v in src.state_dict().items()}
+    out_name = name + "_gguf"
+    out = GOLDEN / out_name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    w = gguf.GGUFWriter(str(out / "model.gguf"), arch)
+    w.add_name(f"{name} tiny random")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    w.add_rope_dimension_count(n_rot)
+    if arch == "chatglm":
+        w.add_context_length(cfg.hidden_size)
+        w.add_add_bos_token(False)
+        w.add_rope_freq_base(10000.0)
+    else:
+        w.add_context_length(cfg.max_position_embeddings)
+        w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+        w.add_vocab_size(cfg.vocab_size)
+    w.add_tokenizer_model("none")
+
+    bt = gguf.GGMLQuantizationType.BF16
+
+    def bf16(m):
+        return gguf.quants.quantize(np.ascontiguousarray(m, dtype=np.float32), bt)
+
+    def f32(v):
+        return np.ascontiguousarray(v, dtype=np.float32)
+
+    w.add_tensor("token_embd.weight", bf16(sd["model.embed_tokens.weight"]), raw_dtype=bt)
+    for i in range(cfg.num_hidden_layers):
+        pre, blk = f"model.layers.{i}.", f"blk.{i}."
+        a = pre + "self_attn."
+        w.add_tensor(blk + "attn_norm.weight", f32(sd[pre + "input_layernorm.weight"]))
+        if fused_qkv:
+            qkv = np.concatenate([sd[a + p + ".weight"] for p in ("q_proj", "k_proj", "v_proj")])
+            b = np.concatenate([sd[a + p + ".bias"] for p in ("q_proj", "k_proj", "v_proj")])
+            w.add_tensor(blk + "attn_qkv.weight", bf16(qkv), raw_dtype=bt)
+            w.add_tensor(blk + "attn_qkv.bias", f32(b))
+        else:
+            for g, h in (("attn_q", "q_proj"), ("attn_k", "k_proj"), ("attn_v", "v_proj")):
+                w.add_tensor(blk + g + ".weight", bf16(sd[a + h + ".weight"]), raw_dtype=bt)
+                w.add_tensor(blk + g + ".bias", f32(sd[a + h + ".bias"]))
+        w.add_tensor(blk + "attn_output.weight", bf16(sd[a + "o_proj.weight"]), raw_dtype=bt)
+        if arch == "glm4":
+            w.add_tensor(blk + "post_attention_norm.weight",
+                         f32(sd[pre + "post_self_attn_layernorm.weight"]))
+        w.add_tensor(blk + "ffn_norm.weight", f32(sd[pre + "post_attention_layernorm.weight"]))
+        w.add_tensor(blk + "ffn_up.weight", bf16(sd[pre + "mlp.gate_up_proj.weight"]),
+                     raw_dtype=bt)
+        w.add_tensor(blk + "ffn_down.weight", bf16(sd[pre + "mlp.down_proj.weight"]),
+                     raw_dtype=bt)
+        if arch == "glm4":
+            w.add_tensor(blk + "post_ffw_norm.weight", f32(sd[pre + "post_mlp_layernorm.weight"]))
+    w.add_tensor("output_norm.weight", f32(sd["model.norm.weight"]))
+    w.add_tensor("output.weight", bf16(sd["lm_head.weight"]), raw_dtype=bt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    # Read it back independently and check it holds exactly the safetensors' numbers.
+    r = gguf.GGUFReader(str(out / "model.gguf"))
+    got = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(
+        [int(d) for d in reversed(t.shape)]) for t in r.tensors}
+    want_up = sd["model.layers.0.mlp.gate_up_proj.weight"]
+    assert np.array_equal(got["blk.0.ffn_up.weight"], want_up)
+    if fused_qkv:
+        q = got["blk.1.attn_qkv.weight"][n_head * hd:(n_head + n_kv) * hd]
+        assert np.array_equal(q, sd["model.layers.1.self_attn.k_proj.weight"])
+    doc = json.loads((src_dir / "golden.json").read_text())
+    for p in doc["prompts"]:
+        for key in ("logits_file", "greedy_logits_file"):
+            if key in p:
+                shutil.copy(src_dir / p[key], out / p[key])
+    doc.update(model=out_name, format="gguf", path="model.gguf",
+               about=f"{name}'s weights (BF16) as a llama.cpp-style '{arch}' GGUF"
+                     + (" with fused attn_qkv" if fused_qkv else "") + f"; {name}'s goldens",
+               tensor_types=dict(sorted({t.name.split(".", 2)[-1] if t.name.startswith("blk.")
+                                         else t.name: t.tensor_type.name
+                                         for t in r.tensors}.items())))
+    write_json(out / "golden.json", doc)
+    log(f"  {out_name}: {(out / 'model.gguf').stat().st_size} bytes, {name}'s goldens")
 
 
 def own_dequant_state_dict(path, cfg):
@@ -784,6 +927,12 @@ def main():
     if YARN_GGUF in todo:
         log(f"[{YARN_GGUF}]")
         gen_yarn_gguf()
+    if GLM_GGUF in todo:
+        log(f"[{GLM_GGUF}]")
+        write_glm_gguf("glm", "chatglm", fused_qkv=True)
+    if GLM4_GGUF in todo:
+        log(f"[{GLM4_GGUF}]")
+        write_glm_gguf("glm4", "glm4", fused_qkv=False)
     if SMOLLM2 in todo:
         log(f"[{SMOLLM2}]")
         _, _, prompts, path = gen_smollm2()

@@ -22,16 +22,20 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import (  # noqa: E402
     AttentionInterface,
     AutoModelForCausalLM,
+    Glm4Config,
+    GlmConfig,
     LlamaConfig,
     Qwen2Config,
     Qwen3Config,
 )
 from transformers.cache_utils import DynamicLayer  # noqa: E402
 from transformers.masking_utils import AttentionMaskInterface, eager_mask  # noqa: E402
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 from transformers.models.llama.modeling_llama import eager_attention_forward  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen_golden_models import COMMON, add_legacy_config_keys, build_config, write_json  # noqa: E402
+from gen_golden_models import (  # noqa: E402
+    COMMON, add_legacy_config_keys, build_config, fresh_rope, write_json)
 
 OUT = Path(__file__).resolve().parent / "golden_snapkv"
 N_GREEDY = 8
@@ -69,6 +73,56 @@ MODELS = {
                 tie_word_embeddings=False, rms_norm_eps=1e-6, use_sliding_window=False),
         about="Qwen3, GQA 8 q / 4 kv heads, head_dim 64, q/k RMSNorm, untied",
     ),
+    # The RoPE variants on the same shape: contexts small enough that the 200-token prompts run
+    # past the original one (yarn: original 64 x factor 4 = 256; dynamic NTK: the base grows
+    # past max_position_embeddings 64, at the prefill and at every decode step).
+    "llama_yarn": dict(
+        seed=4400, qk_std=0.1,
+        config_cls=LlamaConfig,
+        rope=dict(rope_theta=10000.0, rope_scaling={
+            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+        kw=dict(num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+                tie_word_embeddings=False, rms_norm_eps=1e-5, max_position_embeddings=256),
+        about="Llama, GQA 8 q / 2 kv heads, yarn factor 4, original 64 (beta 32/1, attention "
+              "factor 0.1 ln 4 + 1), untied",
+    ),
+    "qwen2_yarn": dict(
+        seed=5500, qk_std=0.1,
+        config_cls=Qwen2Config,
+        rope=dict(rope_theta=10000.0, rope_scaling={
+            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+            "beta_fast": 8.0, "beta_slow": 0.5, "attention_factor": 1.25}),
+        kw=dict(num_attention_heads=8, num_key_value_heads=4, head_dim=32,
+                tie_word_embeddings=False, rms_norm_eps=1e-6, use_sliding_window=False,
+                max_position_embeddings=256),
+        about="Qwen2 (q/k/v bias), GQA 8 q / 4 kv heads, yarn factor 4, original 64, beta 8/0.5, "
+              "attention_factor 1.25, untied",
+    ),
+    "llama_dynamic": dict(
+        seed=6600, qk_std=0.1,
+        config_cls=LlamaConfig,
+        rope=dict(rope_theta=10000.0, rope_scaling={"rope_type": "dynamic", "factor": 4.0}),
+        kw=dict(num_attention_heads=8, num_key_value_heads=2, head_dim=32,
+                tie_word_embeddings=False, rms_norm_eps=1e-5, max_position_embeddings=64),
+        about="Llama, GQA 8 q / 2 kv heads, dynamic NTK factor 4 past max_position_embeddings 64",
+    ),
+    "glm": dict(
+        seed=7700, qk_std=0.1,
+        config_cls=GlmConfig,
+        rope=dict(rope_theta=10000.0, rope_scaling=None, partial_rotary_factor=0.5),
+        kw=dict(num_attention_heads=8, num_key_value_heads=2, head_dim=32, attention_bias=True,
+                tie_word_embeddings=False, rms_norm_eps=1e-5),
+        about="GLM-4 (GlmForCausalLM), GQA 8 q / 2 kv heads of 32, partial rotary 0.5 on "
+              "adjacent pairs, q/k/v bias, fused gate_up_proj",
+    ),
+    "glm4": dict(
+        seed=8800, qk_std=0.1,
+        config_cls=Glm4Config,
+        rope=dict(rope_theta=500000.0, rope_scaling=None, partial_rotary_factor=0.5),
+        kw=dict(num_attention_heads=8, num_key_value_heads=2, head_dim=32, attention_bias=True,
+                tie_word_embeddings=False, rms_norm_eps=1.5625e-07),
+        about="GLM-4-0414 (Glm4ForCausalLM): glm plus post-attention and post-MLP norms",
+    ),
 }
 
 CASES = {
@@ -83,6 +137,22 @@ CASES = {
         dict(name="L200_w16_C96_k7_max", L=200, window=16, budget=96, kernel=7, pooling="max"),
     ],
     "qwen3": [
+        dict(name="L160_w8_C48_k7_max", L=160, window=8, budget=48, kernel=7, pooling="max"),
+    ],
+    "llama_yarn": [
+        dict(name="L200_w8_C64_k5_max", L=200, window=8, budget=64, kernel=5, pooling="max"),
+    ],
+    "qwen2_yarn": [
+        dict(name="L200_w16_C64_k7_avg", L=200, window=16, budget=64, kernel=7, pooling="avg"),
+    ],
+    "llama_dynamic": [
+        dict(name="L200_w8_C64_k5_max", L=200, window=8, budget=64, kernel=5, pooling="max"),
+    ],
+    "glm": [
+        dict(name="L200_w8_C64_k5_max", L=200, window=8, budget=64, kernel=5, pooling="max"),
+        dict(name="L200_w16_C96_k7_avg", L=200, window=16, budget=96, kernel=7, pooling="avg"),
+    ],
+    "glm4": [
         dict(name="L160_w8_C48_k7_max", L=160, window=8, budget=48, kernel=7, pooling="max"),
     ],
 }
@@ -159,6 +229,7 @@ AttentionMaskInterface.register(ATTN, eager_mask)
 
 @torch.no_grad()
 def hf_prefill(model, ids):
+    fresh_rope(model)  # dynamic NTK: each case as a freshly loaded model runs it
     Hook.capture, Hook.qk = True, {}
     try:
         out = model(input_ids=torch.tensor([ids]), use_cache=True)
@@ -291,8 +362,19 @@ class NumpyModel:
         self.H, self.Hkv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.D = cfg.head_dim
         self.eps = cfg.rms_norm_eps
-        theta = cfg.rope_parameters["rope_theta"]
-        self.inv_freq = 1.0 / (theta ** (np.arange(0, self.D, 2, dtype=np.float64) / self.D))
+        rp = cfg.rope_parameters
+        theta = rp["rope_theta"]
+        # GLM: the first n_rot dims rotate, on adjacent pairs (its rotate_half); else halves.
+        self.n_rot = int(self.D * rp.get("partial_rotary_factor", 1.0))
+        self.pairs = cfg.model_type in ("glm", "glm4")
+        self.rope_type = rp.get("rope_type", "default")
+        self.cs_scale = 1.0
+        if self.rope_type == "default":
+            self.inv_freq = 1.0 / (theta ** (np.arange(0, self.n_rot, 2, dtype=np.float64)
+                                             / self.n_rot))
+        else:  # yarn, dynamic: transformers' own frequency sets (fp32), used in fp64 here
+            inv, self.cs_scale = ROPE_INIT_FUNCTIONS[self.rope_type](cfg, None)
+            self.inv_freq = inv.double().numpy()
         self.lm_head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         if cfg.tie_word_embeddings:
             assert "lm_head.weight" not in self.w or np.array_equal(
@@ -302,12 +384,27 @@ class NumpyModel:
     def rms(self, x, w):
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + self.eps) * w
 
+    def freqs(self, seq_len):
+        """Dynamic NTK: the set for a call whose largest position is seq_len - 1 (HF passes
+        seq_len as a tensor there, so the base is computed in fp32)."""
+        if self.rope_type == "dynamic" and seq_len > self.cfg.max_position_embeddings:
+            inv, _ = ROPE_INIT_FUNCTIONS["dynamic"](self.cfg, None, seq_len=torch.tensor(seq_len))
+            return inv.double().numpy()
+        return self.inv_freq
+
     def rope(self, x, pos):
-        ang = np.asarray(pos, dtype=np.float64)[:, None] * self.inv_freq[None]
-        cos, sin = np.cos(ang), np.sin(ang)
-        h = self.D // 2
-        x1, x2 = x[..., :h], x[..., h:]
-        return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+        ang = np.asarray(pos, dtype=np.float64)[:, None] * self.freqs(int(max(pos)) + 1)[None]
+        cos, sin = np.cos(ang) * self.cs_scale, np.sin(ang) * self.cs_scale
+        r, h = self.n_rot, self.n_rot // 2
+        rot, rest = x[..., :r], x[..., r:]
+        if self.pairs:
+            x1, x2 = rot[..., 0::2], rot[..., 1::2]
+            out = np.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+            out = out.reshape(rot.shape)
+        else:
+            x1, x2 = rot[..., :h], rot[..., h:]
+            out = np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+        return np.concatenate([out, rest], axis=-1)
 
     def lin(self, x, name):
         y = x @ self.w[name + ".weight"].T
@@ -339,13 +436,21 @@ class NumpyModel:
         s /= s.sum(-1, keepdims=True)
         return (s @ vv).transpose(1, 0, 2).reshape(q.shape[1], -1)
 
+    def post(self, y, name):
+        """GLM-4-0414's norm of a block's output before the residual add (absent: y)."""
+        return self.rms(y, self.w[name]) if name in self.w else y
+
     def block_rest(self, li, x, att):
         p = f"model.layers.{li}."
-        x = x + self.lin(att, p + "self_attn.o_proj")
+        x = x + self.post(self.lin(att, p + "self_attn.o_proj"),
+                          p + "post_self_attn_layernorm.weight")
         h = self.rms(x, self.w[p + "post_attention_layernorm.weight"])
-        g = self.lin(h, p + "mlp.gate_proj")
-        h = (g / (1 + np.exp(-g))) * self.lin(h, p + "mlp.up_proj")
-        return x + self.lin(h, p + "mlp.down_proj")
+        if p + "mlp.gate_up_proj.weight" in self.w:  # GLM: gate rows, then up rows
+            g, u = np.split(self.lin(h, p + "mlp.gate_up_proj"), 2, axis=-1)
+        else:
+            g, u = self.lin(h, p + "mlp.gate_proj"), self.lin(h, p + "mlp.up_proj")
+        h = (g / (1 + np.exp(-g))) * u
+        return x + self.post(self.lin(h, p + "mlp.down_proj"), p + "post_mlp_layernorm.weight")
 
     def logits(self, x):
         return self.rms(x, self.w["model.norm.weight"]) @ self.lm_head.T

@@ -311,6 +311,42 @@ static void test_rope(backend *be) {
         check(st == SNP_OK && re <= TOL_ROPE, "rope %s positions up to 1e6: max abs %.3g, rel %.3g",
               mode == ROPE_MODE_NEOX ? "neox " : "pairs", ma, re);
     }
+    // Partial rotary (GLM-4: half of each head): only the first R dims rotate, with R/2
+    // frequencies of their own; dims R.. come back bit for bit.
+    enum { R = D / 2 };
+    float inv_r[R / 2];
+    for (int i = 0; i < R / 2; i++)
+        inv_r[i] = (float)pow(10000.0, -2.0 * i / R);
+    for (int mode = 0; mode < ROPE_MODE_COUNT; mode++) {
+        fill_normal(x, T * H * D, 1.0f);
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                const float *v = x + (t * H + h) * D;
+                double *rr = ref + (t * H + h) * D;
+                for (int d = R; d < D; d++)
+                    rr[d] = v[d];
+                for (int i = 0; i < R / 2; i++) {
+                    double ang = (double)((float)pos[t] * inv_r[i]);
+                    int a = mode == ROPE_MODE_NEOX ? i : 2 * i;
+                    int b = mode == ROPE_MODE_NEOX ? i + R / 2 : 2 * i + 1;
+                    rr[a] = v[a] * cos(ang) - v[b] * sin(ang);
+                    rr[b] = v[b] * cos(ang) + v[a] * sin(ang);
+                }
+            }
+        memcpy(y, x, sizeof x);
+        rope_params rp = {.mode = (rope_mode)mode, .inv_freq = inv_r, .n_rot = R};
+        snp_status st = be->ops->rope(be->ctx, y, pos, T, H, D, &rp);
+        int pass_same = 1;
+        for (int r = 0; r < T * H; r++)
+            pass_same &= memcmp(y + r * D + R, x + r * D + R, sizeof(float) * (D - R)) == 0;
+        double ma, re = rel_err(y, ref, T * H * D, &ma);
+        check(st == SNP_OK && re <= TOL_ROPE && pass_same,
+              "rope %s, %d of %d dims: max abs %.3g, rel %.3g, the rest untouched %d",
+              mode == ROPE_MODE_NEOX ? "neox " : "pairs", R, D, ma, re, pass_same);
+    }
+    rope_params bad = {.mode = ROPE_MODE_PAIRS, .inv_freq = inv_r, .n_rot = D + 2};
+    check(be->ops->rope(be->ctx, y, pos, T, H, D, &bad) == SNP_ERR_ARGUMENT,
+          "rope with more rotary dims than the head refused");
 }
 
 static void test_embed_memory(backend *be) {

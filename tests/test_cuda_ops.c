@@ -320,6 +320,18 @@ static void test_pointwise(pair *p) {
                 qc, qg, (size_t)T * H * D, TOL_BF16_ELEM);
         free(q);
     }
+    { // partial rotary (GLM-4): the first D/2 dims on adjacent pairs, the rest untouched
+        float inv_r[D / 4];
+        for (int i = 0; i < D / 4; i++)
+            inv_r[i] = powf(10000.0f, -4.0f * i / D);
+        float *q = rand_vec((size_t)T * H * D, 1.0f);
+        void *qc = put(p->cpu, q, (size_t)T * H * D), *qg = put(p->gpu, q, (size_t)T * H * D);
+        rope_params rp = {.mode = ROPE_MODE_PAIRS, .inv_freq = inv_r, .n_rot = D / 2};
+        BOTH(c->rope(cc, qc, pos, T, H, D, &rp), g->rope(gc, qg, pos, T, H, D, &rp), "rope");
+        compare(p, "rope PAIRS, partial (first D/2 dims)", qc, qg, (size_t)T * H * D,
+                TOL_BF16_ELEM);
+        free(q);
+    }
     float *src = rand_vec((size_t)T * HKV * D, 1.0f),
           *cache0 = rand_vec((size_t)HKV * SCAP * D, 1.0f);
     void *sc = put(p->cpu, src, (size_t)T * HKV * D), *sg = put(p->gpu, src, (size_t)T * HKV * D);

@@ -203,7 +203,8 @@ int main(void) {
     check_params(&tc);
     char root[4000];
     test_source_path(root, sizeof root, "tests/golden_snapkv");
-    const char *models[] = {"llama_gqa", "qwen2_mha", "qwen3"};
+    const char *models[] = {"llama_gqa",  "qwen2_mha",     "qwen3", "llama_yarn",
+                            "qwen2_yarn", "llama_dynamic", "glm",   "glm4"};
     int n_cases = 0;
     for (int run = 0; run < 2; run++) {
         backend *be = NULL;
@@ -237,7 +238,7 @@ int main(void) {
         }
         backend_close(be);
     }
-    test_check(&tc, n_cases >= 14, "expected at least 7 reference cases per KV type, found %d",
+    test_check(&tc, n_cases >= 26, "expected at least 13 reference cases per KV type, found %d",
                n_cases);
     return test_finish(&tc, "test_snapkv");
 }

@@ -229,8 +229,11 @@ int main(int argc, char **argv) {
         if (comm_rank(c) == 0)
             printf("backend %s (comm %s): logits within %.0e of tp=1's range\n", bname,
                    comm_backend_name(c), TOL_TP);
-        const char *tiny[] = {"llama_gqa", "llama_gqa_gguf", "mistral", "qwen2_mha", "qwen3"};
-        const char *file[] = {"", "/model.gguf", "", "", ""};
+        // The GLM models cover the fused gate_up split (each rank's gate and up columns) and,
+        // at tp 4 (2 KV heads), the fused GGUF attn_qkv cut with replicated KV heads.
+        const char *tiny[] = {"llama_gqa", "llama_gqa_gguf", "mistral", "qwen2_mha", "qwen3",
+                              "glm",       "glm_gguf",       "glm4",    "glm4_gguf"};
+        const char *file[] = {"", "/model.gguf", "", "", "", "", "/model.gguf", "", "/model.gguf"};
         for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {
             char rel[256], path[4400];
             snprintf(rel, sizeof rel, "tests/golden/%s%s", tiny[i], file[i]);

@@ -31,15 +31,15 @@ static void norm_row(void *arg, int64_t t, int tid) {
 }
 
 typedef struct rope_job {
-    float *x, *cs, *sn; // cs, sn: [T][D/2] scratch
+    float *x, *cs, *sn; // cs, sn: [T][n_rot/2] scratch
     const int32_t *pos;
     const rope_params *rp;
-    int H, D;
+    int H, D, n_rot;
 } rope_job;
 
 static void rope_row(void *arg, int64_t t, int tid) {
     const rope_job *j = arg;
-    const int half = j->D / 2;
+    const int half = j->n_rot / 2; // dims n_rot .. D-1 of each head are left as they are
     const float scale = j->rp->cs_scale != 0.0f ? j->rp->cs_scale : 1.0f;
     float *ct = j->cs + (size_t)t * half, *st = j->sn + (size_t)t * half;
     for (int i = 0; i < half; i++) {
@@ -94,10 +94,11 @@ snp_status cpu_rms_norm(void *ctx, void *y, const void *x, const bk_weight *w, f
     return SNP_OK;
 }
 
-// rope: x[t,h,:] rotated in place by angles pos[t] * inv_freq[i], i < D/2.
-// NEOX pairs (i, i + D/2), PAIRS pairs (2i, 2i + 1). As HF: the angle is one fp32
-// product of (float)pos and inv_freq, cos and sin in fp32 (glibc, < 1 ulp), each
-// times rp->cs_scale (YaRN), then out_a = a cos - b sin, out_b = b cos + a sin.
+// rope: x[t,h,:] rotated in place by angles pos[t] * inv_freq[i], i < n_rot/2 (n_rot:
+// rp->n_rot, 0 meaning D). NEOX pairs (i, i + n_rot/2), PAIRS pairs (2i, 2i + 1); the
+// dims past n_rot pass through (partial rotary, HF's q[..., rotary_dim:]). As HF: the angle is one
+// fp32 product of (float)pos and inv_freq, cos and sin in fp32 (glibc, < 1 ulp), each times
+// rp->cs_scale (YaRN), then out_a = a cos - b sin, out_b = b cos + a sin.
 snp_status cpu_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
                     const rope_params *rp) {
     cpu_ctx *c = ctx;
@@ -114,11 +115,17 @@ snp_status cpu_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
                         D);
     if ((unsigned)rp->mode >= ROPE_MODE_COUNT)
         return snp_fail(SNP_ERR_ARGUMENT, "cpu: rope: unknown mode %d", (int)rp->mode);
-    const int half = D / 2;
+    const int n_rot = rp->n_rot != 0 ? rp->n_rot : D;
+    if (n_rot < 0 || n_rot > D || n_rot % 2 != 0)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cpu: rope: %d rotary dims of a head of %d: they must be even and at most "
+                        "the head size",
+                        rp->n_rot, D);
+    const int half = n_rot / 2;
     float *cs = malloc(sizeof(float) * 2 * (size_t)T * half); // [T][half] cos, then sin
     if (!cs) return snp_fail(SNP_ERR_MEMORY, "cpu: rope: out of memory for %d angles", T * half);
     float *sn = cs + (size_t)T * half;
-    rope_job job = {x, cs, sn, pos, rp, H, D};
+    rope_job job = {x, cs, sn, pos, rp, H, D, n_rot};
     int nt = (int64_t)T * H * D >= ELEMENTWISE_PARALLEL_MIN ? c->n_threads : 1;
     cpu_pool_for(c->pool, nt, T, rope_row, &job);
     free(cs);

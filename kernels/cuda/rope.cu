@@ -1,7 +1,7 @@
 // rope: rotary position embedding in place on bf16 [T, H, D], both pairings
-// (NEOX halves, PAIRS adjacent). Positions and inv_freq come from the host, and
-// are uploaded only when they change (cuda_param_upload): inv_freq once per load,
-// the positions once per step (q and k, and every layer, share them).
+// (NEOX halves, PAIRS adjacent), over all D dims or the first n_rot (partial rotary). Positions and
+// inv_freq come from the host, and are uploaded only when they change (cuda_param_upload): inv_freq
+// once per load, the positions once per step (q and k, and every layer, share them).
 #include <math.h>
 
 #include "cuda_device.h"
@@ -9,19 +9,20 @@
 
 enum { ROPE_THREADS = 256, ROPE_MAX_D = 8192 };
 
-// rope: x[t,h,:] rotated by angle pos[t] * inv_freq[i] for pair i < D/2;
-// NEOX pairs (i, i + D/2), PAIRS pairs (2i, 2i + 1); out_a = a cos - b sin,
+// rope: x[t,h,:] rotated by angle pos[t] * inv_freq[i] for pair i < n_rot/2;
+// NEOX pairs (i, i + n_rot/2), PAIRS pairs (2i, 2i + 1); dims n_rot .. D-1 are not
+// touched (partial rotary: GLM-4 rotates half of each head); out_a = a cos - b sin,
 // out_b = b cos + a sin, in fp32, rounded once to bf16; cos and sin are first
 // multiplied by `scale` (YaRN's attention temperature; 1 otherwise), as HF does.
-// x: [T, H, D] bf16; pos: [T] int32 and inv_freq: [D/2] fp32, device copies.
+// x: [T, H, D] bf16; pos: [T] int32 and inv_freq: [n_rot/2] fp32, device copies.
 // Numerics as the CPU backend: the angle is one fp32 product, then sincosf (the
 // accurate one, with full range reduction: positions reach 10^6 radians).
-// grid (T), block 256, dynamic shared memory D floats (cos, sin of each pair).
+// grid (T), block 256, dynamic shared memory n_rot floats (cos, sin of each pair).
 __global__ void __launch_bounds__(ROPE_THREADS)
-    rope_kernel(bf16 *x, const int32_t *pos, const float *inv_freq, int H, int D, int neox,
-                float scale) {
-    extern __shared__ float rope_cs[]; // [D/2] cos, then [D/2] sin
-    const int half = D / 2, t = blockIdx.x;
+    rope_kernel(bf16 *x, const int32_t *pos, const float *inv_freq, int H, int D, int n_rot,
+                int neox, float scale) {
+    extern __shared__ float rope_cs[]; // [n_rot/2] cos, then [n_rot/2] sin
+    const int half = n_rot / 2, t = blockIdx.x;
     float *cs = rope_cs, *sn = rope_cs + half;
     const float p = (float)pos[t];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -61,14 +62,20 @@ snp_status cuda_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D
         return snp_fail(SNP_ERR_ARGUMENT, "cuda: rope: H = %d x D = %d overflows", H, D);
     if ((unsigned)rp->mode >= ROPE_MODE_COUNT)
         return snp_fail(SNP_ERR_ARGUMENT, "cuda: rope: unknown mode %d", (int)rp->mode);
+    const int n_rot = rp->n_rot != 0 ? rp->n_rot : D;
+    if (n_rot < 0 || n_rot > D || n_rot % 2 != 0)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cuda: rope: %d rotary dims of a head of %d: they must be even and at "
+                        "most the head size",
+                        rp->n_rot, D);
     TRY(cuda_ctx_enter(c));
     const void *d_pos = NULL, *d_freq = NULL;
     TRY(cuda_param_upload(c, &c->rope_pos, pos, sizeof(int32_t) * (size_t)T, &d_pos));
-    TRY(cuda_param_upload(c, &c->rope_freq, rp->inv_freq, sizeof(float) * (size_t)(D / 2),
+    TRY(cuda_param_upload(c, &c->rope_freq, rp->inv_freq, sizeof(float) * (size_t)(n_rot / 2),
                           &d_freq));
-    rope_kernel<<<T, ROPE_THREADS, sizeof(float) * (size_t)D, c->stream>>>(
-        (bf16 *)x, (const int32_t *)d_pos, (const float *)d_freq, H, D, rp->mode == ROPE_MODE_NEOX,
-        rp->cs_scale != 0.0f ? rp->cs_scale : 1.0f);
+    rope_kernel<<<T, ROPE_THREADS, sizeof(float) * (size_t)n_rot, c->stream>>>(
+        (bf16 *)x, (const int32_t *)d_pos, (const float *)d_freq, H, D, n_rot,
+        rp->mode == ROPE_MODE_NEOX, rp->cs_scale != 0.0f ? rp->cs_scale : 1.0f);
     CUDA_LAUNCHED("rope_kernel");
     return SNP_OK;
 }

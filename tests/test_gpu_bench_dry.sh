@@ -47,7 +47,7 @@ res = json.loads((out / "results_all.json").read_text())
 assert (out / "results_all.md").read_text().startswith("###"), "no markdown report"
 assert (out / "log_all.txt").stat().st_size > 0, "empty log"
 have_torch = res["meta"]["torch"] is not None
-want = "env cuda_ops parity tp2 comm_select hbm model snaptp hf_full hf_snapkv plan long".split()
+want = "env cuda_ops parity tp2 comm_select hbm model snaptp hf_full hf_snapkv plan long serve".split()
 assert list(res["steps"]) == want, list(res["steps"])
 for s, v in res["steps"].items():
     ok = v["status"] == "ok" or (not have_torch and s.startswith("hf_")
@@ -64,6 +64,10 @@ for r in rows:
     assert r["allreduce_path"] == "none", r  # tp = 1: nothing crosses ranks
 long = res["long"]
 assert long["status"] == "ok" and long["layers"] == 1 and long["prompt_tokens"] == 4096, long
+serve = res["serve"]
+assert serve["exit"] == 0 and [x["concurrency"] for x in serve["rows"]] == [1, 2], serve
+for x in serve["rows"]:
+    assert x["status"] == "ok" and x["output_tokens_per_s"] > 0 and x["itl_p99_s"] is not None, x
 assert res["hbm"]["copy_bytes_per_s"] > 0 and res["model"]["layers"] == 2, res["model"]
 assert not res["errors"], res["errors"]
 print("dry run: %d steps, %d snaptp rows, long %s tokens, %d checks, %.1f s" % (

@@ -96,6 +96,19 @@ def table(res):
                      f"{_fmt((long.get('peak_gpu_bytes') or 0) / GIB or None, '.2f')} GiB vs "
                      f"`snaptp inspect` plan {_fmt((long.get('plan_bytes') or 0) / GIB or None, '.2f')} "
                      f"GiB (the plan leaves out the CUDA context and cuBLAS workspace).\n")
+    serve = res.get("serve")
+    if serve and serve.get("rows"):
+        lines.append(f"`snaptp serve` ({serve.get('client')}): {serve.get('prompt_tokens')}-token "
+                     f"prompts, {serve.get('max_tokens')} tokens each, {serve.get('policy')}, "
+                     f"server exit {serve.get('exit')}.\n")
+        lines.append("| concurrency | status | output tok/s | TTFT p50 / p99 (s) | ITL p50 / p99 (ms) |")
+        lines.append("|---:|---|---:|---|---|")
+        for x in serve["rows"]:
+            ms = lambda v: _fmt(v * 1000 if v is not None else None, ".1f")  # noqa: E731
+            lines.append(f"| {x['concurrency']} | {x['status']} | {_fmt(x.get('output_tokens_per_s'), ',.1f')} | "
+                         f"{_fmt(x.get('ttft_p50_s'), '.2f')} / {_fmt(x.get('ttft_p99_s'), '.2f')} | "
+                         f"{ms(x.get('itl_p50_s'))} / {ms(x.get('itl_p99_s'))} |")
+        lines.append("")
     for e in res.get("errors", []):
         lines.append(f"- error: {e}")
     return "\n".join(lines) + "\n"
@@ -109,7 +122,7 @@ def merge(results):
                     "date": results[0].get("meta", {}).get("date")},
            "rows": [], "errors": []}
     for r in results:
-        for k in ("hbm", "model", "long", "steps", "checks"):
+        for k in ("hbm", "model", "long", "serve", "steps", "checks"):
             if r.get(k) and not out.get(k):
                 out[k] = r[k]
         out["rows"] += r.get("rows", [])

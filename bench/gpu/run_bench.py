@@ -28,6 +28,8 @@ are rewritten after every step, so a call stopped by `timeout` returns what ran:
   long         the 8B's first 2 layers cut into a model of their own (the same
                weights): a SnapKV prefill of --long-tokens (1M) in the time left, or
                of half that (512K, labelled) when the forecast says 1M will not fit
+  serve        if time remains: `snaptp serve --backend cuda` on the 8B, 4K-token
+               prompts, 128 tokens, concurrency 1/4/16 (bench/gpu/serve_probe.py)
 --tiny runs the same steps on the CPU with the tiny golden model's shape (a dry run
 of this script that CI runs; numbers mean nothing). Without torch (CI) the model is
 cut from tests/golden/llama_gqa and the torch steps are recorded as skipped.
@@ -65,14 +67,14 @@ import weights  # noqa: E402
 from gpu_mem import GpuSampler  # noqa: E402
 
 PHASES = {
-    "all": "env cuda_ops parity tp2 comm_select hbm model snaptp hf_full hf_snapkv plan long",
+    "all": "env cuda_ops parity tp2 comm_select hbm model snaptp hf_full hf_snapkv plan long serve",
 }
 # Hard caps per step, in seconds (on the H200; --tiny uses the same). The checks are
 # capped tightly so that a hang cannot eat the benchmark; the benchmark steps get
 # what is left after RESERVE_S of the steps after them.
 CAPS = dict(env=60, cuda_ops=60, cuda_ops_blocking=60, cuda_ops_memcheck=120, parity=120,
             tp2=75, comm_select=45, hbm=20, model=150, snaptp=300, hf_full=120, hf_snapkv=90,
-            plan=45, long=420)
+            plan=45, long=420, serve=120)
 RESERVE_S = dict(snaptp=100 + 10 + 90, hf_full=10 + 90 + 30, hf_snapkv=10 + 90)  # later steps
 
 
@@ -628,11 +630,36 @@ def step_long(r):
     return "ok" if row["status"] == "ok" else row["status"]
 
 
+def step_serve(r):
+    """If time remains: `snaptp serve` on the run's model at concurrency 1, 4, 16
+    (serve_probe.py: standard-library HTTP, since no PyPI client reaches the GPU)."""
+    import serve_probe
+    if r.model_dir is None:
+        raise RuntimeError("no model (the model step did not finish)")
+    if r.left() < 45:
+        r.error(f"serve: skipped, {r.left():.0f} s left")
+        return "skipped (time)"
+    tok = REPO.parent / "shared/tokenizers" / ("llama3" if not r.a.tiny else "llama2") / "tokenizer.json.gz"
+    levels = [1, 4, 16] if not r.a.tiny else [1, 2]
+    prompt, gen = (4096, 128) if not r.a.tiny else (200, 8)
+    extra = ["--kv-memory", "60G"] if not r.a.tiny else ["--threads", "2"]
+    extra += ["--budget", str(r.a.budget), "--window", str(r.a.window), "--kernel", str(r.a.kernel)]
+    rows, rc, tail = serve_probe.run(r.a.snaptp, r.env, r.model_dir, tok, r.backend, levels, prompt,
+                                     gen, "snapkv", min(CAPS["serve"], r.left() - 5), r.log, extra,
+                                     vocab=400 if r.a.tiny else 100000)
+    r.res["serve"] = dict(prompt_tokens=prompt, max_tokens=gen, policy="snapkv", rows=rows,
+                          exit=rc, log_tail=tail,
+                          client="bench/gpu/serve_probe.py (stdlib http.client, streamed)")
+    ok = rows and all(x["status"] == "ok" for x in rows) and rc == 0
+    return "ok" if ok else "failed"
+
+
 STEPS = {
     "env": step_env, "cuda_ops": step_cuda_ops, "parity": step_parity, "tp2": step_tp2,
     "comm_select": step_comm_select, "hbm": step_hbm, "model": step_model,
     "snaptp": step_snaptp, "hf_full": lambda r: step_hf(r, "full"),
     "hf_snapkv": lambda r: step_hf(r, "snapkv"), "plan": step_plan, "long": step_long,
+    "serve": step_serve,
 }
 assert set(STEPS) == set(CAPS) - {"cuda_ops_blocking", "cuda_ops_memcheck"}
 

@@ -432,17 +432,28 @@ done:
 // The largest id over model.vocab and added_tokens, checked as it goes.
 static snp_status count_vocab(json_ctx *c, const cJSON *model, const cJSON *added, int32_t *out) {
     double max_id = -1;
+    int64_t n_entries = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(model, "vocab")) {
         if (cJSON_IsNumber(e) && e->valuedouble > max_id) max_id = e->valuedouble;
+        n_entries++;
     }
     cJSON_ArrayForEach(e, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = id->valuedouble;
+        n_entries++;
     }
     if (max_id < 0) return snp_fail(SNP_ERR_FORMAT, "%s: model.vocab is empty", c->path);
     if (max_id >= (1 << 30))
         return snp_fail(SNP_ERR_FORMAT, "%s: token id %.0f is too large", c->path, max_id);
+    // Tables are sized by the largest id: real vocabularies are dense (a few reserved
+    // holes at most), so an id far past the entries' count is a broken file, not a
+    // reason to allocate gigabytes (found by fuzz_tokenizer_json).
+    if (max_id >= 2.0 * (double)n_entries + 1024)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "%s: token id %.0f, but only %lld vocabulary and added entries: a "
+                        "vocabulary this sparse is not a tokenizer's",
+                        c->path, max_id, (long long)n_entries);
     *out = (int32_t)max_id + 1;
     return SNP_OK;
 }

@@ -17,7 +17,7 @@ export OMPI_MCA_mca_base_component_disable_dlclose=1 PMIX_MCA_mca_base_component
 export OMPI_MCA_plm_rsh_agent= OMP_NUM_THREADS=1
 work="$(mktemp -d /tmp/snaptp_bad.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-passed=0 failed=0 skipped=0
+passed=0 failed=0 skipped=0 tracer_crashes=0
 
 # expect NAME WANT... -- CMD...: CMD must fail, stderr must contain every WANT and
 # no sanitizer report.
@@ -27,13 +27,31 @@ expect() {
     while [ "$1" != "--" ]; do wants+=("$1"); shift; done
     shift
     timeout -k 5 120 "$@" >"$work/out" 2>"$work/err"
-    local rc=$? ok=1
+    local rc=$? ok=1 note=""
+    # LeakSanitizer's own stop-the-world tracer sometimes crashes at exit on some
+    # kernels (google/sanitizers#1353: "Tracer caught signal 11" in
+    # ScanRangeForPointers; CI saw it on every qa case of one run, never here). That
+    # is no finding about snaptp: run the case again, and if the tracer crashes
+    # again, once more with the leak check off so that the message and AddressSanitizer
+    # are still checked; the line says the leak check did not run.
+    local retry
+    for retry in leaks noleaks; do
+        grep -q "Tracer caught signal" "$work/err" || break
+        local leaks=1
+        if [ $retry = noleaks ]; then
+            leaks=0
+            note=" [leak check not run: LeakSanitizer's tracer crashed twice]"
+            tracer_crashes=$((tracer_crashes + 1))
+        fi
+        ASAN_OPTIONS="${ASAN_OPTIONS}:detect_leaks=$leaks" timeout -k 5 120 "$@" >"$work/out" 2>"$work/err"
+        rc=$?
+    done
     [ $rc -ne 0 ] && [ $rc -ne 124 ] || ok=0
     for w in "${wants[@]}"; do grep -qF -- "$w" "$work/err" || ok=0; done
     grep -qE "Sanitizer|runtime error:" "$work/err" && ok=0
     if [ $ok = 1 ]; then
         passed=$((passed + 1))
-        echo "ok: $name (exit $rc): $(grep -v '^  at ' "$work/err" | head -n 1 | cut -c1-160)"
+        echo "ok: $name (exit $rc)$note: $(grep -v '^  at ' "$work/err" | head -n 1 | cut -c1-160)"
     else
         failed=$((failed + 1))
         echo "FAIL: $name (exit $rc), wanted: ${wants[*]}"
@@ -240,5 +258,6 @@ else
         --document "$work/doc.txt" --questions "$work/blank.txt"
 fi
 
-echo "test_bad_input.sh: $passed passed, $failed failed, $skipped skipped"
+echo "test_bad_input.sh: $passed passed, $failed failed, $skipped skipped" \
+    "($tracer_crashes without a leak check: LeakSanitizer's tracer crashed)"
 [ $failed -eq 0 ]

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# bench/serve/run.sh: serving throughput of snaptp serve (full KV and SnapKV) against
+# llama.cpp's llama-server, on the same GGUF and machine, in one run, driven by
+# GuideLLM (a maintained serving benchmark from PyPI: bench/serve/README.md says why).
+# Per system and concurrency level: request throughput, output tokens/s, TTFT and
+# ITL p50/p99, on synthetic ~4K-token prompts with 128 output tokens (ignore_eos).
+#
+#   bash bench/serve/setup.sh && bash bench/serve/run.sh [options]
+#     --levels 1,4,16        concurrency levels
+#     --requests 8,16,16     requests per level (one per level, or one for all)
+#     --prompt-tokens 4000 --output-tokens 128 --threads 2 --budget 1024
+#     --backend cpu|cuda     passed to snaptp; llama-server then gets -ngl 99
+#     --systems snaptp-full,snaptp-snapkv,llama-server
+#     --out DIR              raw GuideLLM JSON (default bench/out/serve)
+# Writes bench/results/serve.md, bench/results/serve/serve.{json,csv,png}.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+venv="${SERVE_BENCH_VENV:-/work/venv-gl3}"
+tok="${SERVE_BENCH_TOKENIZER:-/work/bench-tok-smollm2}"
+llama_server="${LLAMA_SERVER:-/work/llamacpp/build/bin/llama-server}"
+levels=1,4,16 requests=8,16,16 prompt=4000 output=128 threads=2 budget=1024 backend=cpu
+systems=snaptp-full,snaptp-snapkv,llama-server out="$root/bench/out/serve"
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --levels) levels="$2" ;; --requests) requests="$2" ;; --prompt-tokens) prompt="$2" ;;
+    --output-tokens) output="$2" ;; --threads) threads="$2" ;; --budget) budget="$2" ;;
+    --backend) backend="$2" ;; --systems) systems="$2" ;; --out) out="$2" ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+gguf="$(bash "$root/tests/fetch_smollm2.sh")"
+snaptp="$root/build/snaptp"
+mkdir -p "$out"
+IFS=, read -r -a lv <<<"$levels"
+IFS=, read -r -a rq <<<"$requests"
+IFS=, read -r -a sy <<<"$systems"
+max_level=0
+for l in "${lv[@]}"; do [ "$l" -gt "$max_level" ] && max_level=$l; done
+port=18080
+
+start_server() { # system -> sets pid; waits for /health
+    local s="$1"
+    case "$s" in
+    snaptp-full | snaptp-snapkv)
+        "$snaptp" serve --model "$gguf" --port "$port" --threads "$threads" --backend "$backend" \
+            --max-seqs "$max_level" --kv-policy "${s#snaptp-}" --budget "$budget" \
+            --served-model-name SmolLM2-135M-Instruct \
+            $([ "$backend" = cuda ] && echo --kv-memory 20G) >"$out/$s.server.log" 2>&1 &
+        ;;
+    llama-server)
+        [ -x "$llama_server" ] || { echo "run.sh: no llama-server at $llama_server (bench/build_llamacpp.sh)" >&2; return 1; }
+        local ngl=()
+        [ "$backend" = cuda ] && ngl=(-ngl 99)
+        "$llama_server" -m "$gguf" --host 127.0.0.1 --port "$port" -t "$threads" -tb "$threads" \
+            -c $((max_level * (prompt + output + 256))) --parallel "$max_level" --cont-batching \
+            --alias SmolLM2-135M-Instruct \
+            "${ngl[@]}" >"$out/$s.server.log" 2>&1 &
+        ;;
+    esac
+    pid=$!
+    for _ in $(seq 1 600); do
+        curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$out/$s.server.log" >&2; return 1; }
+        sleep 0.2
+    done
+    echo "run.sh: $s did not become healthy" >&2
+    return 1
+}
+
+# A server left behind by a failed step must not hold the port for the next run.
+trap '[ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; true' EXIT
+t0=$(date +%s)
+for s in "${sy[@]}"; do
+    start_server "$s"
+    for i in "${!lv[@]}"; do
+        c=${lv[$i]}
+        n=${rq[$i]:-${rq[0]}}
+        echo "== $s: concurrency $c, $n requests ($(($(date +%s) - t0)) s so far)"
+        HF_HUB_OFFLINE=1 "$venv/bin/guidellm" benchmark run --target "http://127.0.0.1:$port" \
+            --model SmolLM2-135M-Instruct --processor "$tok" \
+            --data "prompt_tokens=$prompt,output_tokens=$output" --random-seed 42 \
+            --rate-type concurrent --rate "$c" --max-requests "$n" \
+            --output-path "$out/$s.c$c.json" --disable-progress --disable-console-outputs
+    done
+    kill -TERM "$pid"
+    wait "$pid" || true
+done
+wall=$(($(date +%s) - t0))
+"$venv/bin/python" "$root/bench/serve/report.py" --raw "$out" --systems "$systems" \
+    --levels "$levels" --meta "prompt_tokens=$prompt output_tokens=$output threads=$threads budget=$budget backend=$backend requests=$requests wall_s=$wall commit=$(git -C "$root" rev-parse --short HEAD)"

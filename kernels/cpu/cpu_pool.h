@@ -7,7 +7,9 @@
 // team member then costs the others a whole time slice at every join: decode at 2
 // threads fell from 82 to 13 tokens/s with one other busy process) or sleep in the
 // kernel (a futex round trip per op). These waiters spin briefly, then yield the
-// core (so a descheduled peer gets to run), then sleep on a condition variable.
+// core (so a descheduled peer gets to run), then sleep on a condition variable;
+// and the caller waits for the items, not for every worker to check in, so a
+// worker that is descheduled when a job comes costs nothing (cpu_pool.c).
 #ifndef SNAPTP_CPU_POOL_H
 #define SNAPTP_CPU_POOL_H
 

@@ -593,9 +593,12 @@ static snp_status run_prefill_layer(scheduler *s, int slot) {
     seq *q = &s->seqs[slot];
     if (!q->job) return snp_fail(SNP_ERR_INTERNAL, "scheduler: slot %d has no prefill to run", slot);
     int done = 0;
+    const double t0 = engine_now_s();
     TRY(forward_prefill_step(q->job, s->logits, &done));
+    const double dt = engine_now_s() - t0;
     pthread_mutex_lock(&s->mu);
     s->snap.prefill_layers++;
+    s->snap.prefill_s += dt;
     pthread_mutex_unlock(&s->mu);
     if (!done) return SNP_OK;
     forward_prefill_job_free(q->job);
@@ -631,9 +634,12 @@ static snp_status run_decode(scheduler *s, plan_reader *r) {
         s->batch_pos[b] = pos;
     }
     if (n == 0) return SNP_OK;
+    const double t0 = engine_now_s();
     TRY(forward_decode_batch(s->f, s->batch_kv, s->batch_ids, s->batch_pos, n, s->logits));
+    const double dt = engine_now_s() - t0;
     pthread_mutex_lock(&s->mu);
     s->snap.decode_steps++;
+    s->snap.decode_s += dt;
     pthread_mutex_unlock(&s->mu);
     const size_t V = (size_t)s->m->cfg.n_vocab;
     for (int b = 0; b < n; b++) {

@@ -102,6 +102,7 @@ typedef struct sched_snapshot {
     uint64_t kv_bytes_used;  // caches and the prefill's buffers, this rank
     uint64_t kv_bytes_pool;
     uint64_t steps, decode_steps, prefill_layers;
+    double prefill_s, decode_s; // seconds in prefill layers, in decode steps (this rank)
     uint64_t prompt_tokens_total, generated_tokens_total;
     uint64_t requests_finished[SCHED_FINISH_ERROR + 1];
     int draining;

@@ -158,6 +158,10 @@ char *metrics_render(metrics *m, const sched_snapshot *s, const char *model_id) 
     put_value(&t, "snaptp_prefill_layers_total", "counter",
               "Prefill layers run (interleaved with decode steps).", labels,
               (double)s->prefill_layers);
+    put_value(&t, "snaptp_prefill_seconds_total", "counter",
+              "Seconds spent in prefill layers (rank 0).", labels, s->prefill_s);
+    put_value(&t, "snaptp_decode_seconds_total", "counter",
+              "Seconds spent in batched decode steps (rank 0).", labels, s->decode_s);
     // The rate over the last full seconds (the current one is still filling).
     int64_t now = 0;
     for (int i = 0; i <= METRICS_RATE_SECONDS; i++)

@@ -93,7 +93,10 @@ def main():
         f"concurrent`), synthetic prompts of {meta.get('prompt_tokens')} tokens in SmolLM2's "
         f"tokenizer, {meta.get('output_tokens')} output tokens with `ignore_eos`, requests per "
         f"level {meta.get('requests')}. Both servers: the same GGUF "
-        f"(SmolLM2-135M-Instruct Q4_1), {meta.get('threads')} threads, as many sequences or "
+        f"(SmolLM2-135M-Instruct Q4_1), {meta.get('threads')} threads pinned to cores "
+        f"{meta.get('server_cpus')} (GuideLLM on cores {meta.get('client_cpus')}: at "
+        f"concurrency 16 it takes more than a core, which it would otherwise take from the "
+        f"server), as many sequences or "
         f"slots as the top concurrency; snaptp's SnapKV keeps {meta.get('budget')} rows per KV "
         f"head. One run each (no repetitions: the spread is not measured).",
         "",

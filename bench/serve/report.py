@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--systems", required=True)
     ap.add_argument("--levels", required=True)
     ap.add_argument("--meta", default="")
+    ap.add_argument("--note", default="", help="a paragraph added under the header")
     a = ap.parse_args()
     meta = dict(kv.split("=", 1) for kv in a.meta.split())
     rows = []
@@ -99,6 +100,7 @@ def main():
         f"server), as many sequences or "
         f"slots as the top concurrency; snaptp's SnapKV keeps {meta.get('budget')} rows per KV "
         f"head. One run each (no repetitions: the spread is not measured).",
+        *(["", a.note] if a.note else []),
         "",
         "| system | concurrency | requests | req/s | output tok/s | TTFT p50 (s) | TTFT p99 (s) "
         "| ITL p50 (ms) | ITL p99 (ms) |",

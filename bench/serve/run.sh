@@ -91,6 +91,10 @@ start_server() { # system -> sets pid; waits for /health
     return 1
 }
 
+# GuideLLM ends a request after 300 s by default; at concurrency 16 on 2 cores a
+# 4K-token request waits longer than that behind the others' prefills (llama-server
+# lost 5 of 16 that way), and a dropped request would leave its system's row short.
+export GUIDELLM__REQUEST_TIMEOUT="${GUIDELLM__REQUEST_TIMEOUT:-7200}"
 # A server left behind by a failed step must not hold the port for the next run.
 trap '[ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; true' EXIT
 t0=$(date +%s)

@@ -6,13 +6,14 @@
 # bench/results/fuzz.md and, like CI, exits 1 if a fuzzer crashed; the input is then
 # in build-fuzz/crashes/<target>/.
 #
-#   bash bench/fuzz/run.sh [SECONDS [RUNS [JOBS]]]      (defaults 3600, 10000000, 1)
+#   bash bench/fuzz/run.sh [SECONDS [RUNS [JOBS [TARGETS]]]]  (defaults 3600, 10000000, 1, all)
+# TARGETS: a comma-separated subset (e.g. gguf,config), for a run split over sessions.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-3600}"
 runs="${2:-10000000}"
 jobs="${3:-1}"
-out=bench/results/fuzz.md
+out="${FUZZ_OUT:-bench/results/fuzz.md}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -21,6 +22,13 @@ for src in tests/fuzz/fuzz_*.c; do
     t="$(basename "$src" .c)"
     [ "$t" = fuzz_support ] || targets+=("${t#fuzz_}")
 done
+if [ -n "${4:-}" ]; then
+    IFS=, read -r -a chosen <<<"$4"
+    for t in "${chosen[@]}"; do
+        [ -f "tests/fuzz/fuzz_$t.c" ] || { echo "bench/fuzz: no harness tests/fuzz/fuzz_$t.c" >&2; exit 2; }
+    done
+    targets=("${chosen[@]}")
+fi
 # Build once (a one-execution pass of the first target), then deal the targets out
 # round-robin to JOBS lanes that skip the build.
 nice -n 19 bash tests/fuzz/run.sh 1 1 "${targets[0]}" >/dev/null
@@ -47,7 +55,7 @@ cat "$tmp/table" "$tmp"/lane*.err
 {
     echo "# Fuzzing: each harness for $runs executions or $seconds s"
     echo
-    echo "\`bash bench/fuzz/run.sh $seconds $runs $jobs\`, $(date -u +%Y-%m-%d), $(getconf _NPROCESSORS_ONLN) cores," \
+    echo "\`bash bench/fuzz/run.sh $seconds $runs $jobs${4:+ $4}\`, $(date -u +%Y-%m-%d), $(getconf _NPROCESSORS_ONLN) cores," \
         "$jobs harness(es) at a time, $wall s in all, $(clang --version | head -n 1), commit $(git rev-parse --short HEAD)."
     echo "Coverage is libFuzzer's: \`cov\` edges of the instrumented code, \`ft\` features."
     echo "\`seconds\` is the cap; a harness that reached the execution count first stopped early."

@@ -56,6 +56,30 @@ typedef struct rope_params {
     float cs_scale;
 } rope_params;
 
+// Dual Chunk Attention (Qwen2.5-1M's dual_chunk_attention_config; README, "Dual
+// Chunk Attention"). The sequence is cut into chunks of chunk_len positions. Keys
+// are rotated at (position mod chunk_len); each query, at position i in chunk
+// c = i / chunk_len, comes rotated three ways, and the one that meets key j
+// depends on j's chunk:
+//   j >= c * chunk_len                     q        (intra: the query's own chunk)
+//   (c - 1) * chunk_len <= j < c * chunk_len q_succ  (the previous chunk)
+//   j < (c - 1) * chunk_len                q_inter  (every earlier chunk)
+// One softmax runs over all the keys a query sees, whichever query met them.
+// Positions of the key rows: row r < n_pos_rows of KV head h is at pos[h * pos_cap
+// + r] (SnapKV's kept positions; int32, backend memory), every later row r at
+// r + pos_offset. Rows hold ascending positions (SnapKV keeps its positions in
+// order, and later rows are appended in order). Query t is row q_offset + t, so
+// its position is q_offset + t + pos_offset. Under SnapKV's votes (snapkv_shape)
+// q_succ and q_inter are the window's queries [w, H, D], and the full K's row r
+// is position r (pos NULL, n_pos_rows 0, pos_offset 0).
+typedef struct attn_dca {
+    int chunk_len;
+    const void *q_succ, *q_inter; // activations laid out as q
+    const int32_t *pos;           // [Hkv, pos_cap] backend memory, or NULL when n_pos_rows == 0
+    int pos_cap, n_pos_rows;
+    int pos_offset;
+} attn_dca;
+
 // Geometry of one attention call. K/V live head-major: [Hkv][S_cap][D], the
 // first n_keys rows of each head valid. Query t (0..T-1) may see key j when
 // j <= q_offset + t (causal); q_offset >= n_keys - 1 with T == 1 sees every key.
@@ -65,7 +89,22 @@ typedef struct attn_shape {
     int n_keys;    // valid rows per KV head
     int q_offset;  // index of the key at query 0's own position
     float scale;   // usually 1/sqrt(D)
+    const attn_dca *dca; // NULL: one query per row (every model but Dual Chunk Attention's)
 } attn_shape;
+
+// attn_dca_position_of_row: the position of key row r of KV head h (the pos array
+// is read on the host, so only host-memory backends call this).
+static inline int attn_dca_position_of_row(const attn_dca *d, int h, int r) {
+    return r < d->n_pos_rows ? d->pos[(size_t)h * (size_t)d->pos_cap + (size_t)r]
+                             : r + d->pos_offset;
+}
+
+// attn_dca_part: which of a query's rotations meets key position j, for a query
+// in chunk qc: 0 its own (q), 1 the previous chunk's (q_succ), 2 earlier (q_inter).
+static inline int attn_dca_part(int chunk_len, int qc, int j) {
+    const int kc = j / chunk_len;
+    return kc >= qc ? 0 : kc == qc - 1 ? 1 : 2;
+}
 
 typedef enum snapkv_pooling {
     SNAPKV_POOL_AVG, // avg_pool1d, count_include_pad=True: edges divide by k too
@@ -84,6 +123,7 @@ typedef struct snapkv_shape {
     int kernel;    // pooling kernel, odd, >= 1
     snapkv_pooling pooling;
     float scale;   // 1/sqrt(D)
+    const attn_dca *dca; // Dual Chunk Attention: the window's other two rotations; else NULL
 } snapkv_shape;
 
 // The element type of K/V buffers (the decode cache, SnapKV's per-layer full K/V,
@@ -171,6 +211,8 @@ typedef struct backend_ops {
     // window queries q_win [w,H,D] attend to all L keys of k [Hkv,S_cap,D] with
     // softmax in fp32 (window keys causally masked); votes[h, p] = sum over the w
     // rows of the probability of prefix key p. votes: fp32 [H, P] backend memory.
+    // With s->dca each window query meets each key with the rotation its chunk
+    // asks for (attn_dca), as attention gave it during the prefill.
     snp_status (*snapkv_votes)(void *ctx, float *votes, const void *q_win, const void *k,
                                const snapkv_shape *s);
 
@@ -190,6 +232,10 @@ typedef struct backend_ops {
     // src: [Hkv, src_cap, D]; dst: [Hkv, dst_cap, D]; idx: int32 [Hkv, n_idx] backend.
     snp_status (*kv_gather)(void *ctx, void *dst, const void *src, const int32_t *idx,
                             int Hkv, int D, int n_idx, int src_cap, int dst_cap, int row0);
+
+    // dst = src, n_bytes, both backend memory of this context (no overlap), queued
+    // in order with the other ops.
+    snp_status (*copy)(void *ctx, void *dst, const void *src, size_t n_bytes);
 
     // Raw byte copies between host and backend memory (indices, fp32 scores).
     snp_status (*download)(void *ctx, void *dst_host, const void *src, size_t n_bytes);

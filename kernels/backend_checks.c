@@ -5,6 +5,26 @@
 
 #include "backend.h"
 
+// dca_check: a Dual Chunk Attention block's own fields (backend.h, attn_dca);
+// n_keys: rows the call reads (the window's L under SnapKV's votes).
+static snp_status dca_check(const char *backend, const char *op, const attn_dca *d, int n_keys) {
+    if (d->chunk_len <= 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "%s: %s: dual chunk attention chunk length %d must be "
+                        "positive", backend, op, d->chunk_len);
+    if (!d->q_succ || !d->q_inter)
+        return snp_fail(SNP_ERR_ARGUMENT, "%s: %s: dual chunk attention needs q_succ and q_inter",
+                        backend, op);
+    if (d->n_pos_rows < 0 || d->n_pos_rows > n_keys || d->n_pos_rows > d->pos_cap ||
+        (d->n_pos_rows > 0 && !d->pos))
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "%s: %s: %d key rows with stored positions (pos_cap %d, %d keys, pos %s)",
+                        backend, op, d->n_pos_rows, d->pos_cap, n_keys, d->pos ? "set" : "NULL");
+    if (d->pos_offset < 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "%s: %s: position offset %d is negative", backend, op,
+                        d->pos_offset);
+    return SNP_OK;
+}
+
 snp_status attn_shape_check(const char *backend, const void *out, const void *q, const void *k,
                             const void *v, const attn_shape *s) {
     if (!out || !q || !k || !v || !s)
@@ -28,6 +48,7 @@ snp_status attn_shape_check(const char *backend, const void *out, const void *q,
     if (!isfinite(s->scale))
         return snp_fail(SNP_ERR_ARGUMENT, "%s: attention: scale = %g is not finite", backend,
                         (double)s->scale);
+    if (s->dca) return dca_check(backend, "attention", s->dca, s->n_keys);
     return SNP_OK;
 }
 
@@ -51,5 +72,11 @@ snp_status snapkv_shape_check(const char *backend, const snapkv_shape *s, const 
     if (!isfinite(s->scale))
         return snp_fail(SNP_ERR_ARGUMENT, "%s: %s: scale = %g is not finite", backend, op,
                         (double)s->scale);
+    if (s->dca) {
+        if (s->dca->n_pos_rows != 0 || s->dca->pos_offset != 0)
+            return snp_fail(SNP_ERR_ARGUMENT, "%s: %s: the full K's rows are its positions "
+                            "(no stored positions, offset 0)", backend, op);
+        return dca_check(backend, op, s->dca, s->L);
+    }
     return SNP_OK;
 }

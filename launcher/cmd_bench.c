@@ -114,7 +114,7 @@ static snp_status bench_one(model *m, forward_ctx *f, int N, int G, int repeat,
              done);
     out->kv_bytes = kv_cache_bytes(m->be, c->n_layers, m->n_kv_heads_local, c->head_dim, rows + G);
     for (int r = 0; r < repeat; r++) {
-        kv->n_keys = 0;
+        kv_cache_reset(kv);
         double t0 = engine_now_s();
         if (snap_on)
             TRY_GOTO(st, forward_prefill_snapkv(f, kv, ids, n_prompt, snap, NULL, logits), done);
@@ -138,21 +138,6 @@ done:
     free(ids);
     free(logits);
     return st;
-}
-
-// kv_clone: dst holds src's rows (same geometry), copied layer by layer through the
-// host: the batch's sequences start from one prefill, as B requests about one
-// document would after a shared prefill.
-static snp_status kv_clone(backend *be, kv_cache *dst, const kv_cache *src, void *host,
-                           size_t layer_bytes) {
-    for (int l = 0; l < src->n_layers; l++) {
-        TRY(be->ops->download(be->ctx, host, src->k[l], layer_bytes));
-        TRY(be->ops->upload(be->ctx, dst->k[l], host, layer_bytes));
-        TRY(be->ops->download(be->ctx, host, src->v[l], layer_bytes));
-        TRY(be->ops->upload(be->ctx, dst->v[l], host, layer_bytes));
-    }
-    dst->n_keys = src->n_keys;
-    return SNP_OK;
 }
 
 // bench_batch: B sequences, each with its own cache (full, or SnapKV-compressed),
@@ -193,13 +178,13 @@ static snp_status bench_batch(model *m, forward_ctx *f, int N, int G, int repeat
     out->kv_bytes = (size_t)B * kv_cache_bytes(m->be, c->n_layers, m->n_kv_heads_local,
                                                c->head_dim, cap);
     for (int r = 0; r < repeat; r++) {
-        kvs[0]->n_keys = 0;
+        kv_cache_reset(kvs[0]);
         const double t0 = engine_now_s();
         if (snap_on)
             TRY_GOTO(st, forward_prefill_snapkv(f, kvs[0], ids, n_prompt, snap, NULL, logits), done);
         else TRY_GOTO(st, forward_run(f, kvs[0], ids, n_prompt, 0, 0, logits), done);
         pp[r] = n_prompt / (engine_now_s() - t0);
-        for (int b = 1; b < B; b++) TRY_GOTO(st, kv_clone(m->be, kvs[b], kvs[0], host, layer_bytes), done);
+        for (int b = 1; b < B; b++) TRY_GOTO(st, kv_cache_copy(kvs[b], kvs[0], host), done);
         for (int b = 1; b < B; b++) memcpy(logits + (size_t)b * V, logits, sizeof(float) * V);
         const double t1 = engine_now_s();
         for (int g = 0; g < G; g++) {

@@ -41,6 +41,15 @@ static void print_config(const char *path, const model_config *c) {
     if (c->rope_dims > 0 && c->rope_dims < c->head_dim)
         printf(", partial: the first %d of %d dims rotate", c->rope_dims, c->head_dim);
     printf("\n");
+    if (c->dca_chunk_size > 0) {
+        printf("attention     dual chunk (chunk %d, local %d: keys rotate within chunks of %d "
+               "positions",
+               c->dca_chunk_size, c->dca_local_size, model_config_dca_chunk_len(c));
+        if (c->dca_original_ctx > 0)
+            printf("; q.k x s^2, s = 1 + 0.1 ln(n / %d) past %d tokens", c->dca_original_ctx,
+                   c->dca_original_ctx);
+        printf(")\n");
+    }
     const int none = !c->qkv_bias && !c->qk_norm && !c->ffn_fused && !c->post_norms;
     printf("extras        %s%s%s%s%s\n", c->qkv_bias ? "q/k/v bias " : "",
            c->qk_norm ? "q/k norm " : "", c->ffn_fused ? "fused gate_up (split at load) " : "",

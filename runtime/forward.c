@@ -41,6 +41,14 @@ snp_status forward_init(model *m, int chunk, forward_ctx **out) {
     f->logit_rows = chunk < 16 ? chunk : 16;
     TRY_GOTO(st, forward_alloc_act(m, (size_t)f->logit_rows * (size_t)c->n_vocab, &f->logits), fail);
     f->pos = malloc(sizeof(int32_t) * T);
+    if (model_config_dca_chunk_len(c) > 0) {
+        TRY_GOTO(st, forward_alloc_act(m, T * (size_t)m->n_heads_local * D, &f->q_succ), fail);
+        TRY_GOTO(st, forward_alloc_act(m, T * (size_t)m->n_heads_local * D, &f->q_inter), fail);
+        if (!(f->rot_pos = malloc(sizeof(int32_t) * T))) {
+            st = snp_fail(SNP_ERR_MEMORY, "forward: out of memory");
+            goto fail;
+        }
+    }
     if (!f->pos) {
         st = snp_fail(SNP_ERR_MEMORY, "forward: out of memory");
         goto fail;
@@ -55,9 +63,11 @@ fail:
 void forward_free(forward_ctx *f) {
     if (!f) return;
     backend *be = f->m->be;
-    void *bufs[] = {f->x, f->xn, f->q, f->k, f->v, f->att, f->proj, f->gate, f->up, f->logits};
+    void *bufs[] = {f->x,    f->xn,   f->q,      f->k,      f->v,       f->att,
+                    f->proj, f->gate, f->up,     f->logits, f->q_succ, f->q_inter};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->ops->dealloc(be->ctx, bufs[i]);
     free(f->pos);
+    free(f->rot_pos);
     free(f->stage);
     comm_free(f->kv_group);
     free(f);
@@ -141,9 +151,65 @@ void *forward_act_row(const model *m, void *base, size_t row, size_t width) {
     return (char *)base + row * width * m->be->ops->act_bytes;
 }
 
+snp_status forward_dca_queries(forward_ctx *f, const void *q_intra, void *q_succ, void *q_inter,
+                               const int32_t *pos, int T) {
+    model *m = f->m;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    const model_config *c = &m->cfg;
+    const int CL = model_config_dca_chunk_len(c), C = c->dca_chunk_size;
+    const int Hl = m->n_heads_local, D = c->head_dim;
+    const size_t width = (size_t)Hl * (size_t)D;
+    TRY(ops->copy(ctx, q_succ, q_intra, (size_t)T * width * ops->act_bytes));
+    TRY(ops->copy(ctx, q_inter, q_intra, (size_t)T * width * ops->act_bytes));
+    rope_params rp = model_rope_params(m, 0);
+    rp.cs_scale = 1.0f; // the length scaling is already in q_intra
+    // vLLM's tables: the intra query sits at i mod CL, the successive one at
+    // min(i mod CL + CL, C), the inter one at min(2 CL - 1, C) for every query.
+    const int inter = 2 * CL - 1 < C ? 2 * CL - 1 : C;
+    for (int a = 0; a < T; a += f->chunk) { // rot_pos holds a chunk; a window may be longer
+        const int n = T - a < f->chunk ? T - a : f->chunk;
+        for (int t = 0; t < n; t++) {
+            const int at = pos[a + t] % CL;
+            f->rot_pos[t] = (at + CL < C ? at + CL : C) - at;
+        }
+        TRY(ops->rope(ctx, forward_act_row(m, q_succ, (size_t)a, width), f->rot_pos, n, Hl, D, &rp));
+        for (int t = 0; t < n; t++) f->rot_pos[t] = inter - pos[a + t] % CL;
+        TRY(ops->rope(ctx, forward_act_row(m, q_inter, (size_t)a, width), f->rot_pos, n, Hl, D, &rp));
+    }
+    return SNP_OK;
+}
+
+// rope_dual_chunk: Dual Chunk Attention's rotations of a chunk's q and k (README,
+// "Dual Chunk Attention"): keys and the intra query at pos mod chunk_len, both times
+// the length scaling s of the call (seq_len; 0: each token's pos + 1, so one rope
+// call per run of tokens with equal s), then the two other query rotations.
+static snp_status rope_dual_chunk(forward_ctx *f, int Tc, int seq_len) {
+    model *m = f->m;
+    const backend_ops *ops = m->be->ops;
+    void *ctx = m->be->ctx;
+    const model_config *c = &m->cfg;
+    const int CL = model_config_dca_chunk_len(c);
+    const int Hl = m->n_heads_local, Hkvl = m->n_kv_heads_local, D = c->head_dim;
+    for (int t = 0; t < Tc; t++) f->rot_pos[t] = f->pos[t] % CL;
+    rope_params rp = model_rope_params(m, 0);
+    for (int a = 0, b; a < Tc; a = b) {
+        const float s = model_config_dca_scale(c, seq_len > 0 ? seq_len : f->pos[a] + 1);
+        for (b = a + 1; b < Tc && (seq_len > 0 ||
+                                   model_config_dca_scale(c, f->pos[b] + 1) == s); b++) {}
+        rp.cs_scale = s;
+        TRY(ops->rope(ctx, forward_act_row(m, f->q, (size_t)a, (size_t)Hl * D), f->rot_pos + a,
+                      b - a, Hl, D, &rp));
+        TRY(ops->rope(ctx, forward_act_row(m, f->k, (size_t)a, (size_t)Hkvl * D), f->rot_pos + a,
+                      b - a, Hkvl, D, &rp));
+    }
+    return forward_dca_queries(f, f->q, f->q_succ, f->q_inter, f->pos, Tc);
+}
+
 // qkv_project: q, k, v of one chunk of Tc tokens (positions in f->pos), normed
-// (Qwen3) and rotated, into f->q, f->k, f->v. seq_len: the length of the call's
-// sequence (dynamic NTK's frequencies depend on it); 0: each token's own pos + 1.
+// (Qwen3) and rotated, into f->q, f->k, f->v (and, under Dual Chunk Attention,
+// f->q_succ, f->q_inter). seq_len: the length of the call's sequence (dynamic NTK's
+// frequencies and DCA's scaling depend on it); 0: each token's own pos + 1.
 snp_status forward_qkv_project(forward_ctx *f, int l, const void *x_c, int Tc, int seq_len) {
     model *m = f->m;
     const backend_ops *ops = m->be->ops;
@@ -160,6 +226,7 @@ snp_status forward_qkv_project(forward_ctx *f, int l, const void *x_c, int Tc, i
         TRY(ops->rms_norm(ctx, f->q, f->q, lw->q_norm, c->rms_eps, Tc * Hl, D));
         TRY(ops->rms_norm(ctx, f->k, f->k, lw->k_norm, c->rms_eps, Tc * Hkvl, D));
     }
+    if (f->q_succ) return rope_dual_chunk(f, Tc, seq_len);
     if (seq_len > 0 || c->rope_scaling != ROPE_SCALING_DYNAMIC) {
         TRY(ops->rope(ctx, f->q, f->pos, Tc, Hl, D, &rp));
         TRY(ops->rope(ctx, f->k, f->pos, Tc, Hkvl, D, &rp));
@@ -175,9 +242,10 @@ snp_status forward_qkv_project(forward_ctx *f, int l, const void *x_c, int Tc, i
 
 // store_and_attend: appends rows [t0, t0 + Tc) of f->k / f->v at row `row0` of the
 // target K/V ([Hkv, cap, D]) and attends those Tc queries causally over rows
-// 0 .. row0 + Tc, into the same rows of f->att.
+// 0 .. row0 + Tc, into the same rows of f->att. Under Dual Chunk Attention the rows'
+// positions are layer l's of kv (NULL: row r is position r, a prefill's buffer).
 snp_status forward_store_and_attend(forward_ctx *f, void *k_buf, void *v_buf, int cap, int t0,
-                                   int Tc, int row0) {
+                                   int Tc, int row0, const kv_cache *kv, int l) {
     model *m = f->m;
     const backend_ops *ops = m->be->ops;
     void *ctx = m->be->ctx;
@@ -185,6 +253,18 @@ snp_status forward_store_and_attend(forward_ctx *f, void *k_buf, void *v_buf, in
     const size_t q_width = (size_t)Hl * (size_t)D, kv_width = (size_t)Hkvl * (size_t)D;
     TRY(ops->kv_store(ctx, k_buf, forward_act_row(m, f->k, (size_t)t0, kv_width), Tc, Hkvl, D, cap, row0));
     TRY(ops->kv_store(ctx, v_buf, forward_act_row(m, f->v, (size_t)t0, kv_width), Tc, Hkvl, D, cap, row0));
+    attn_dca dca = {0};
+    if (f->q_succ) {
+        dca = (attn_dca){
+            .chunk_len = model_config_dca_chunk_len(&m->cfg),
+            .q_succ = forward_act_row(m, f->q_succ, (size_t)t0, q_width),
+            .q_inter = forward_act_row(m, f->q_inter, (size_t)t0, q_width),
+            .pos = kv && kv->pos ? kv->pos[l] : NULL,
+            .pos_cap = cap,
+            .n_pos_rows = kv ? kv->n_pos_rows : 0,
+            .pos_offset = kv ? kv->pos_offset : 0,
+        };
+    }
     const attn_shape shape = {
         .T = Tc,
         .H = Hl,
@@ -194,6 +274,7 @@ snp_status forward_store_and_attend(forward_ctx *f, void *k_buf, void *v_buf, in
         .n_keys = row0 + Tc,
         .q_offset = row0,
         .scale = 1.0f / sqrtf((float)D),
+        .dca = f->q_succ ? &dca : NULL,
     };
     return ops->attention(ctx, forward_act_row(m, f->att, (size_t)t0, q_width),
                           forward_act_row(m, f->q, (size_t)t0, q_width), k_buf, v_buf, &shape);
@@ -273,6 +354,11 @@ snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, 
                         kv->n_keys, kv->capacity);
     if (kv->n_layers != c->n_layers || kv->Hkv != m->n_kv_heads_local || kv->D != c->head_dim)
         return snp_fail(SNP_ERR_ARGUMENT, "forward: KV cache geometry does not match the model");
+    if (f->q_succ && pos0 != kv->n_keys + kv->pos_offset)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "forward: dual chunk attention: tokens at position %d do not follow the "
+                        "cache's last position %d",
+                        pos0, kv->n_keys + kv->pos_offset - 1);
     TRY(ensure_hidden(f, T));
     TRY(m->be->ops->embed(m->be->ctx, f->x, m->tok_embd, ids, T));
 
@@ -285,7 +371,8 @@ snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, 
             for (int i = 0; i < Tc; i++) f->pos[i] = pos0 + t0 + i;
             void *x_c = forward_act_row(m, f->x, (size_t)t0, (size_t)c->n_embd);
             TRY(forward_qkv_project(f, l, x_c, Tc, pos0 + T));
-            TRY(forward_store_and_attend(f, kv->k[l], kv->v[l], kv->capacity, 0, Tc, row_base + t0));
+            TRY(forward_store_and_attend(f, kv->k[l], kv->v[l], kv->capacity, 0, Tc, row_base + t0,
+                                         kv, l));
             TRY(forward_attention_out(f, l, x_c, Tc));
             TRY(forward_mlp_block(f, l, x_c, Tc));
             // Decode steps (T == 1) are too short to be worth a progress line.
@@ -305,10 +392,16 @@ snp_status forward_decode_batch(forward_ctx *f, kv_cache *const *kvs, const int3
     const model_config *c = &m->cfg;
     if (B <= 0 || B > f->chunk)
         return snp_fail(SNP_ERR_ARGUMENT, "forward: batch of %d sequences (chunk %d)", B, f->chunk);
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B; b++) {
         if (kvs[b]->n_keys + 1 > kvs[b]->capacity)
             return snp_fail(SNP_ERR_ARGUMENT, "forward: sequence %d's KV cache is full (%d rows)", b,
                             kvs[b]->capacity);
+        if (f->q_succ && pos[b] != kvs[b]->n_keys + kvs[b]->pos_offset)
+            return snp_fail(SNP_ERR_ARGUMENT,
+                            "forward: dual chunk attention: sequence %d's token at position %d "
+                            "does not follow its cache's last position %d",
+                            b, pos[b], kvs[b]->n_keys + kvs[b]->pos_offset - 1);
+    }
     TRY(ensure_hidden(f, B));
     TRY(m->be->ops->embed(m->be->ctx, f->x, m->tok_embd, ids, B));
     memcpy(f->pos, pos, sizeof(int32_t) * (size_t)B);
@@ -318,7 +411,7 @@ snp_status forward_decode_batch(forward_ctx *f, kv_cache *const *kvs, const int3
         TRY(forward_qkv_project(f, l, f->x, B, 0));
         for (int b = 0; b < B; b++)
             TRY(forward_store_and_attend(f, kvs[b]->k[l], kvs[b]->v[l], kvs[b]->capacity, b, 1,
-                                 kvs[b]->n_keys));
+                                         kvs[b]->n_keys, kvs[b], l));
         TRY(forward_attention_out(f, l, f->x, B));
         TRY(forward_mlp_block(f, l, f->x, B));
     }

@@ -27,6 +27,11 @@ struct forward_ctx {
                     // of a short prompt in tests, so a chunk's worth (~100 MB at
                     // chunk 512, V 49152) would be waste
     int32_t *pos; // host [chunk]
+    // Dual Chunk Attention only (else NULL): the queries' rotations for the previous
+    // chunk and for earlier ones, [chunk, Hl * D] each, and host positions [chunk]
+    // handed to the rope op.
+    void *q_succ, *q_inter;
+    int32_t *rot_pos;
     forward_progress_fn progress;
     void *progress_user;
     comm *comm;       // NULL or size 1: no tensor parallelism
@@ -47,7 +52,15 @@ void *forward_act_row(const model *m, void *base, size_t row, size_t width);
 // blocks run to the end before the next chunk's begin.
 snp_status forward_qkv_project(forward_ctx *f, int l, const void *x_c, int Tc, int seq_len);
 snp_status forward_store_and_attend(forward_ctx *f, void *k_buf, void *v_buf, int cap, int t0,
-                                    int Tc, int row0);
+                                    int Tc, int row0, const kv_cache *kv, int l);
+
+// forward_dca_queries: from queries q_intra [T, Hl, D] rotated for their own chunk
+// (positions pos[T]), the rotations for the previous chunk and for earlier chunks
+// into q_succ and q_inter. Each is q_intra turned further by the difference of the
+// angles (rotations compose), so the window queries a KV store kept after the
+// intra rotation give the same numbers as queries just computed.
+snp_status forward_dca_queries(forward_ctx *f, const void *q_intra, void *q_succ, void *q_inter,
+                               const int32_t *pos, int T);
 snp_status forward_attention_out(forward_ctx *f, int l, void *x_c, int Tc);
 snp_status forward_mlp_block(forward_ctx *f, int l, void *x_c, int Tc);
 

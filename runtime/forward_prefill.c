@@ -40,6 +40,12 @@ static snp_status prefill_check(const forward_ctx *f, const kv_cache *kv, int L,
                         "used)",
                         rows, kv->n_keys, kv->capacity);
     if (!prefix) return SNP_OK;
+    if (c->dca_original_ctx > 0 && L > c->dca_original_ctx) // the stored keys' scale depends on L
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "forward: a KV store cannot serve a %d-token prompt of a model with dual "
+                        "chunk attention's length scaling past %d tokens (its keys are scaled "
+                        "for the whole prompt's length)",
+                        L, c->dca_original_ctx);
     if (c->rope_scaling == ROPE_SCALING_DYNAMIC) // the stored keys' angles depend on L
         return snp_fail(SNP_ERR_UNSUPPORTED,
                         "forward: a KV store cannot serve a model with dynamic NTK rope scaling "
@@ -77,6 +83,7 @@ struct forward_prefill_job {
     void *full_k, *full_v; // SnapKV: one layer's full K/V [Hkv, L, D], reused by every layer
     snapkv_workspace *ws;
     float *q_win, *q_tail;
+    int32_t *win_pos; // dual chunk attention: the window's positions [w]
 };
 
 void forward_prefill_job_free(forward_prefill_job *j) {
@@ -88,6 +95,7 @@ void forward_prefill_job_free(forward_prefill_job *j) {
     snapkv_workspace_free(j->ws);
     free(j->q_win);
     free(j->q_tail);
+    free(j->win_pos);
     free(j);
 }
 
@@ -122,6 +130,7 @@ snp_status forward_prefill_begin(forward_ctx *f, kv_cache *kv, const int32_t *id
     const int Hl = m->n_heads_local, Hkvl = m->n_kv_heads_local, D = c->head_dim;
     const size_t q_width = (size_t)Hl * (size_t)D;
     if (p && !(j->q_win = malloc(sizeof(float) * (size_t)p->window * q_width))) goto oom;
+    if (p && f->q_succ && !(j->win_pos = malloc(sizeof(int32_t) * (size_t)p->window))) goto oom;
     if (prefix && j->nq > 0 && (j->saving || (j->loaded && p)) &&
         !(j->q_tail = malloc(sizeof(float) * (size_t)j->nq * q_width)))
         goto oom;
@@ -133,6 +142,10 @@ snp_status forward_prefill_begin(forward_ctx *f, kv_cache *kv, const int32_t *id
         TRY_GOTO(st, forward_alloc_kv(m, full_elems, &j->full_v), fail);
         TRY_GOTO(st, snapkv_workspace_init(m->be, p, L, Hl, Hkvl, D, &j->ws), fail);
         snapkv_workspace_set_replicas(j->ws, f->kv_group);
+        if (f->q_succ) { // dual chunk attention: the kept rows' positions stay with them
+            TRY_GOTO(st, snapkv_workspace_set_dca(j->ws, model_config_dca_chunk_len(c)), fail);
+            TRY_GOTO(st, kv_cache_ensure_positions(kv), fail);
+        }
     }
     TRY_GOTO(st, forward_alloc_act(m, (size_t)j->n_run * (size_t)c->n_embd, &j->x), fail);
     TRY_GOTO(st, m->be->ops->embed(m->be->ctx, j->x, m->tok_embd, ids + j->first_run, j->n_run),
@@ -184,7 +197,7 @@ static snp_status run_layer(forward_prefill_job *j, int l) {
             if (p) TRY(capture_rows(f, t0, Tc, L - p->window, L, j->q_win));
             if (j->saving && nq > 0) TRY(capture_rows(f, t0, Tc, P0 - nq, P0, j->q_tail));
             // The prefill itself attends over the full, uncompressed keys (step 10).
-            TRY(forward_store_and_attend(f, k_l, v_l, cap, 0, Tc, t0));
+            TRY(forward_store_and_attend(f, k_l, v_l, cap, 0, Tc, t0, NULL, l));
             TRY(forward_attention_out(f, l, x_c, Tc));
             TRY(forward_mlp_block(f, l, x_c, Tc));
             if (f->progress) f->progress(f->progress_user, l, c->n_layers, ci++, j->n_chunks, j->n_run);
@@ -203,10 +216,18 @@ static snp_status run_layer(forward_prefill_job *j, int l) {
         memcpy(j->q_win + (size_t)(r - (L - p->window)) * q_width,
                j->q_tail + (size_t)(r - (P0 - nq)) * q_width, sizeof(float) * q_width);
     // Every chunk of the layer is done, so the window's votes see the whole prompt.
-    TRY(ops->from_host_f32(ctx, snapkv_window_queries(j->ws), j->q_win, (size_t)p->window * q_width));
+    void *q_win = snapkv_window_queries(j->ws);
+    TRY(ops->from_host_f32(ctx, q_win, j->q_win, (size_t)p->window * q_width));
+    if (f->q_succ) { // the window's other rotations, made from the intra ones as attention's
+        void *q_succ, *q_inter;
+        snapkv_window_queries_dca(j->ws, &q_succ, &q_inter);
+        for (int r = 0; r < p->window; r++) j->win_pos[r] = L - p->window + r;
+        TRY(forward_dca_queries(f, q_win, q_succ, q_inter, j->win_pos, p->window));
+    }
     const size_t per_layer = (size_t)m->n_kv_heads_local * (size_t)j->kept;
-    return snapkv_compress_layer(j->ws, j->full_k, j->full_v, L, kv->k[l], kv->v[l], kv->capacity,
-                                 j->selected ? j->selected + (size_t)l * per_layer : NULL);
+    TRY(snapkv_compress_layer(j->ws, j->full_k, j->full_v, L, kv->k[l], kv->v[l], kv->capacity,
+                              j->selected ? j->selected + (size_t)l * per_layer : NULL));
+    return f->q_succ ? snapkv_kept_positions(j->ws, kv->pos[l], kv->capacity) : SNP_OK;
 }
 
 snp_status forward_prefill_step(forward_prefill_job *j, float *logits, int *done) {
@@ -220,6 +241,10 @@ snp_status forward_prefill_step(forward_prefill_job *j, float *logits, int *done
     TRY(run_layer(j, j->layer));
     if (++j->layer < n_layers) return m->be->ops->sync(m->be->ctx);
     j->kv->n_keys = j->kept;
+    // Under SnapKV the kept rows carry their positions, and the first row after them
+    // is position L (decode continues at the prompt's own positions).
+    j->kv->n_pos_rows = j->p && j->kv->pos ? j->kept : 0;
+    j->kv->pos_offset = j->L - j->kept;
     TRY(forward_output_logits(f, j->x, j->n_run - 1, 1, logits));
     TRY(m->be->ops->sync(m->be->ctx));
     *done = 1;

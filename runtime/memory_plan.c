@@ -31,6 +31,9 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
     // and up to 16 rows of logits (forward.c).
     const uint64_t logit_rows = T < 16 ? T : 16;
     out->workspace = T * A * (2 * C + 2 * Hl * D + 2 * Hkvl * D + 2 * Fl) + logit_rows * V * A;
+    // Dual Chunk Attention: each chunk's two more query rotations (forward.c).
+    const int dca = model_config_dca_chunk_len(c) > 0;
+    if (dca) out->workspace += T * A * 2 * Hl * D;
     if (policy == KV_POLICY_SNAPKV) {
         const uint64_t kept = (uint64_t)snapkv_rows_kept(snap, L);
         const uint64_t P = L > snap->window ? (uint64_t)(L - snap->window) : 0;
@@ -38,6 +41,10 @@ void memory_plan_compute(const model_config *c, int tp_size, uint64_t weight_byt
         out->kv_cache = per_row * (kept + n_new);
         out->workspace += P * (Hl + Hkvl) * 4 + kept * Hkvl * 4 * 2 +
                           (uint64_t)snap->window * Hl * D * (A + 4);
+        // DCA: the window's two more rotations, and each cache row's position.
+        if (dca)
+            out->workspace += (uint64_t)snap->window * Hl * D * A * 2 +
+                              n_layers * Hkvl * (kept + n_new) * 4;
     } else {
         out->kv_cache = out->kv_cache_full;
     }

@@ -365,6 +365,33 @@ static snp_status parse_rope_dims(const cJSON *root, const char *path, model_con
     return SNP_OK;
 }
 
+// parse_dual_chunk: dual_chunk_attention_config (Qwen2.5-7B/14B-Instruct-1M), with
+// vLLM's defaults for absent fields (chunk 8192, local 1024, no length scaling).
+// Its sparse_attention_* fields (MInference's sparse prefill, an approximation) are
+// not read: snaptp runs the dense attention, as vLLM does without them.
+static snp_status parse_dual_chunk(const cJSON *root, const char *path, model_config *c) {
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "dual_chunk_attention_config");
+    if (!d || cJSON_IsNull(d)) return SNP_OK;
+    if (!cJSON_IsObject(d))
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: field 'dual_chunk_attention_config' must be an object", path);
+    TRY(json_int(d, path, "chunk_size", 0, 8192, &c->dca_chunk_size));
+    TRY(json_int(d, path, "local_size", 0, 1024, &c->dca_local_size));
+    TRY(json_int(d, path, "original_max_position_embeddings", 0, 0, &c->dca_original_ctx));
+    if (c->dca_local_size >= c->dca_chunk_size)
+        return snp_fail(SNP_ERR_FORMAT,
+                        "config: %s: dual_chunk_attention_config local_size %d must be below "
+                        "chunk_size %d",
+                        path, c->dca_local_size, c->dca_chunk_size);
+    if (c->rope_scaling != ROPE_SCALING_NONE)
+        return snp_fail(SNP_ERR_UNSUPPORTED,
+                        "config: %s: dual_chunk_attention_config with rope_scaling '%s': Dual "
+                        "Chunk Attention replaces the rotary embedding, and the two together "
+                        "are not defined",
+                        path, model_config_rope_name(c->rope_scaling));
+    return SNP_OK;
+}
+
 static snp_status parse_rope_scaling(const cJSON *root, const char *path, model_config *c) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     c->rope_scaling = ROPE_SCALING_NONE;
@@ -449,6 +476,7 @@ static snp_status config_from_cjson(const cJSON *root, const char *path, model_c
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
     TRY(json_bool(root, path, "use_sliding_window", c.arch == MODEL_ARCH_MISTRAL, &use_sw));
     if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble > 0) c.sliding_window = sw->valueint;
+    TRY(parse_dual_chunk(root, path, &c));
     TRY(model_config_validate(&c, path));
     *out = c;
     return SNP_OK;
@@ -609,4 +637,14 @@ void model_config_inv_freq_at(const model_config *c, int seq_len, float *inv_fre
     x = x - (float)(factor - 1);
     float b = (float)theta * powf(x, (float)exponent);
     inv_freq_plain(b, D, inv_freq);
+}
+
+int model_config_dca_chunk_len(const model_config *c) {
+    return c->dca_chunk_size > 0 ? c->dca_chunk_size - c->dca_local_size : 0;
+}
+
+float model_config_dca_scale(const model_config *c, int seq_len) {
+    if (c->dca_original_ctx <= 0 || seq_len <= 0) return 1.0f;
+    const double s = 0.1 * log((double)seq_len / (double)c->dca_original_ctx) + 1.0;
+    return s > 1.0 ? (float)s : 1.0f;
 }

@@ -56,6 +56,10 @@ typedef struct model_config {
     int post_norms;     // GLM-4-0414: RMSNorm of the attention and MLP outputs before the residual
     int ffn_fused;      // GLM: gate and up are one [2F, C] tensor (gate rows first)
     int sliding_window; // 0 if none
+    // Dual Chunk Attention (Qwen2.5-1M's dual_chunk_attention_config; README, "Dual
+    // Chunk Attention"): chunks of dca_chunk_size - dca_local_size positions; 0: none.
+    int dca_chunk_size, dca_local_size;
+    int dca_original_ctx; // its length scaling's pretraining context; 0: no scaling
 } model_config;
 
 const char *model_arch_name(model_arch a);
@@ -86,5 +90,14 @@ void model_config_inv_freq_at(const model_config *c, int seq_len, float *inv_fre
 
 // model_config_rope_name: "none", "llama3", "yarn", "dynamic".
 const char *model_config_rope_name(rope_scaling s);
+
+// model_config_dca_chunk_len: the positions of one Dual Chunk Attention chunk
+// (chunk_size - local_size, vLLM's chunk_len); 0 for a model without DCA.
+int model_config_dca_chunk_len(const model_config *c);
+
+// model_config_dca_scale: DCA's length scaling for a sequence of seq_len tokens,
+// max(1, 0.1 ln(seq_len / original) + 1) (1 without an original context), by which
+// vLLM multiplies a key as it is cached and the query of the call that attends.
+float model_config_dca_scale(const model_config *c, int seq_len);
 
 #endif

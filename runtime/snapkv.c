@@ -12,6 +12,10 @@ struct snapkv_workspace {
     snapkv_params p;
     int L, H, Hkv, D;
     void *q_win;     // [w, H, D] activations
+    // Dual Chunk Attention (chunk_len > 0): the window's rotations for the previous
+    // chunk and for earlier ones, [w, H, D] each.
+    int dca_chunk_len;
+    void *q_win_succ, *q_win_inter;
     float *votes;    // [H, P] fp32
     float *pooled;   // [Hkv, P] fp32
     int32_t *idx;    // [Hkv, rows_kept] int32
@@ -98,6 +102,8 @@ void snapkv_workspace_free(snapkv_workspace *ws) {
     if (!ws) return;
     const backend_ops *ops = ws->be->ops;
     ops->dealloc(ws->be->ctx, ws->q_win);
+    ops->dealloc(ws->be->ctx, ws->q_win_succ);
+    ops->dealloc(ws->be->ctx, ws->q_win_inter);
     ops->dealloc(ws->be->ctx, ws->votes);
     ops->dealloc(ws->be->ctx, ws->pooled);
     ops->dealloc(ws->be->ctx, ws->idx);
@@ -127,6 +133,33 @@ static snp_status join_replicas(snapkv_workspace *ws) {
 
 void *snapkv_window_queries(snapkv_workspace *ws) { return ws->q_win; }
 
+snp_status snapkv_workspace_set_dca(snapkv_workspace *ws, int chunk_len) {
+    const backend *be = ws->be;
+    const size_t bytes = (size_t)ws->p.window * (size_t)ws->H * (size_t)ws->D * be->ops->act_bytes;
+    if (chunk_len <= 0)
+        return snp_fail(SNP_ERR_ARGUMENT, "snapkv: dual chunk length %d must be positive",
+                        chunk_len);
+    if (!ws->q_win_succ) TRY(be->ops->alloc(be->ctx, bytes, &ws->q_win_succ));
+    if (!ws->q_win_inter) TRY(be->ops->alloc(be->ctx, bytes, &ws->q_win_inter));
+    ws->dca_chunk_len = chunk_len;
+    return SNP_OK;
+}
+
+void snapkv_window_queries_dca(snapkv_workspace *ws, void **q_succ, void **q_inter) {
+    *q_succ = ws->q_win_succ;
+    *q_inter = ws->q_win_inter;
+}
+
+snp_status snapkv_kept_positions(snapkv_workspace *ws, int32_t *dst, int dst_cap) {
+    const int kept = snapkv_rows_kept(&ws->p, ws->L);
+    if (dst_cap < kept)
+        return snp_fail(SNP_ERR_ARGUMENT, "snapkv: %d kept positions exceed %d rows", kept, dst_cap);
+    for (int g = 0; g < ws->Hkv; g++)
+        TRY(ws->be->ops->copy(ws->be->ctx, dst + (size_t)g * (size_t)dst_cap,
+                              ws->idx + (size_t)g * (size_t)kept, sizeof(int32_t) * (size_t)kept));
+    return SNP_OK;
+}
+
 snp_status snapkv_compress_layer(snapkv_workspace *ws, const void *full_k, const void *full_v,
                                  int full_cap, void *cache_k, void *cache_v, int cache_cap,
                                  int32_t *selected) {
@@ -142,6 +175,11 @@ snp_status snapkv_compress_layer(snapkv_workspace *ws, const void *full_k, const
             for (int i = 0; i < L; i++) ws->idx_host[(size_t)g * (size_t)L + (size_t)i] = i;
         TRY(ops->upload(ctx, ws->idx, ws->idx_host, sizeof(int32_t) * (size_t)ws->Hkv * (size_t)L));
     } else {
+        const attn_dca dca = {
+            .chunk_len = ws->dca_chunk_len,
+            .q_succ = ws->q_win_succ,
+            .q_inter = ws->q_win_inter,
+        };
         const snapkv_shape s = {
             .H = ws->H,
             .Hkv = ws->Hkv,
@@ -153,6 +191,7 @@ snp_status snapkv_compress_layer(snapkv_workspace *ws, const void *full_k, const
             .kernel = ws->p.kernel,
             .pooling = ws->p.pooling,
             .scale = 1.0f / sqrtf((float)ws->D),
+            .dca = ws->dca_chunk_len > 0 ? &dca : NULL,
         };
         TRY(ops->snapkv_votes(ctx, ws->votes, ws->q_win, full_k, &s));
         TRY(ops->snapkv_pool(ctx, ws->pooled, ws->votes, &s));

@@ -52,6 +52,16 @@ void snapkv_workspace_set_replicas(snapkv_workspace *ws, struct comm *group);
 // last w queries (after RoPE) before snapkv_compress_layer runs.
 void *snapkv_window_queries(snapkv_workspace *ws);
 
+// snapkv_workspace_set_dca: Dual Chunk Attention: the votes see each key with the
+// query rotation its chunk asks for (backend.h, attn_dca); allocates the window's
+// two other rotations, which the prefill fills (snapkv_window_queries_dca).
+snp_status snapkv_workspace_set_dca(snapkv_workspace *ws, int chunk_len);
+void snapkv_window_queries_dca(snapkv_workspace *ws, void **q_succ, void **q_inter);
+
+// snapkv_kept_positions: after snapkv_compress_layer, its kept positions into the
+// backend buffer dst [Hkv, dst_cap] (int32), rows 0 .. rows_kept - 1 of each head.
+snp_status snapkv_kept_positions(snapkv_workspace *ws, int32_t *dst, int dst_cap);
+
 // snapkv_compress_layer: selects rows of full_k/full_v ([Hkv, full_cap, D], L rows
 // valid) and writes them to rows 0.. of cache_k/cache_v ([Hkv, cache_cap, D]).
 // `selected` (host, may be NULL) receives the kept positions [Hkv, rows_kept].

@@ -3,7 +3,8 @@
 // decode over thousands of keys (the key-split path), 1 to 3 threads, in place; with
 // an fp32 cache and with the default f16 cache (whose reference is the same naive
 // softmax over the f16-rounded keys and values: the kernel widens them exactly, so
-// the bound is the fp32 one).
+// the bound is the fp32 one). Dual Chunk Attention: the same, each score with the
+// query rotation of its key's chunk (prefill, and decode over stored positions).
 #include "../kernels/backend.h"
 #include "../kernels/cpu/cpu_backend.h"
 #include "support/test_support.h"
@@ -58,9 +59,18 @@ static void naive_attention(double *out, const float *q, const float *k, const f
             int n = last + 1 < s->n_keys ? (int)(last + 1) : s->n_keys;
             double m = -INFINITY, l = 0;
             for (int j = 0; j < n; j++) {
+                const float *qj = qv;
+                if (s->dca) { // the rotation of key j's chunk, from its position
+                    const attn_dca *dc = s->dca;
+                    const int qpos = s->q_offset + t + dc->pos_offset;
+                    const int part = attn_dca_part(dc->chunk_len, qpos / dc->chunk_len,
+                                                   attn_dca_position_of_row(dc, h / g, j));
+                    const float *base = part == 0 ? q : part == 1 ? dc->q_succ : dc->q_inter;
+                    qj = base + ((size_t)t * s->H + h) * D;
+                }
                 double d = 0;
                 for (int i = 0; i < D; i++)
-                    d += (double)qv[i] * kh[(size_t)j * D + i];
+                    d += (double)qj[i] * kh[(size_t)j * D + i];
                 p[j] = d * s->scale;
                 if (p[j] > m) m = p[j];
             }
@@ -77,8 +87,15 @@ static void naive_attention(double *out, const float *q, const float *k, const f
     free(p);
 }
 
+// A Dual Chunk Attention case (run_case's dca): chunk length, and the positions of
+// the first n_pos_rows rows (ascending random gaps, as SnapKV's kept positions),
+// the rest at row + pos_offset.
+typedef struct dca_case {
+    int chunk_len, n_pos_rows, pos_offset;
+} dca_case;
+
 static void run_case(backend *be, const char *kv_name, int n_threads, int T, int n_keys, int q_offset, int H, int Hkv,
-                     int D, int S_cap, float q_scale) {
+                     int D, int S_cap, float q_scale, const dca_case *dc) {
     attn_shape s = {.T = T,
                     .H = H,
                     .Hkv = Hkv,
@@ -96,6 +113,32 @@ static void run_case(backend *be, const char *kv_name, int n_threads, int T, int
     uint16_t *v16 = f16 ? malloc(sizeof(uint16_t) * nkv) : NULL;
     for (size_t i = 0; i < nq; i++)
         q[i] = rnd_normal() * q_scale;
+    float *q_parts[2] = {NULL, NULL};
+    int32_t *pos = NULL;
+    attn_dca dca = {0};
+    if (dc) {
+        for (int v = 0; v < 2; v++) {
+            q_parts[v] = malloc(sizeof(float) * nq);
+            for (size_t i = 0; i < nq; i++)
+                q_parts[v][i] = rnd_normal() * q_scale;
+        }
+        pos = malloc(sizeof(int32_t) * (size_t)Hkv * (dc->n_pos_rows > 0 ? dc->n_pos_rows : 1));
+        for (int h = 0; h < Hkv; h++) { // gaps of 1..5 positions, ending below pos_offset + n_pos_rows
+            int at = 0;
+            for (int r = 0; r < dc->n_pos_rows; r++) {
+                at += r == 0 ? (int)(fabsf(rnd_normal()) * 3) : 1 + (int)(fabsf(rnd_normal()) * 2);
+                pos[(size_t)h * dc->n_pos_rows + r] = at;
+            }
+            if (dc->n_pos_rows > 0 && at >= dc->n_pos_rows + dc->pos_offset) {
+                printf("FAIL dca case: positions %d pass the offset %d\n", at, dc->pos_offset);
+                exit(1);
+            }
+        }
+        dca = (attn_dca){.chunk_len = dc->chunk_len, .q_succ = q_parts[0], .q_inter = q_parts[1],
+                         .pos = pos, .pos_cap = dc->n_pos_rows, .n_pos_rows = dc->n_pos_rows,
+                         .pos_offset = dc->pos_offset};
+        s.dca = &dca;
+    }
     for (int h = 0; h < Hkv; h++)
         for (int j = 0; j < S_cap; j++)
             for (int i = 0; i < D; i++) {
@@ -115,7 +158,7 @@ static void run_case(backend *be, const char *kv_name, int n_threads, int T, int
     const void *kc = f16 ? (const void *)k16 : k, *vc = f16 ? (const void *)v16 : v;
     naive_attention(ref, q, k, v, &s);
     snp_status st = be->ops->attention(be->ctx, out, q, kc, vc, &s);
-    if (st == SNP_OK && n_threads == 2) { // again in place: out aliases q
+    if (st == SNP_OK && n_threads == 2 && !dc) { // again in place: out aliases q
         st = be->ops->attention(be->ctx, q, q, kc, vc, &s);
         if (st == SNP_OK && memcmp(q, out, sizeof(float) * nq) != 0)
             st = snp_fail(SNP_ERR_INTERNAL, "in-place result differs from out-of-place");
@@ -128,11 +171,12 @@ static void run_case(backend *be, const char *kv_name, int n_threads, int T, int
     }
     double re = ma / mr;
     check(st == SNP_OK && re <= TOL_ATTN,
-          "attention kv=%s thr=%d T=%-4d keys=%-5d q_off=%-5d H=%-3d Hkv=%-2d D=%-3d |q|~%-4g: max abs "
-          "%.3g, rel %.3g %s",
-          kv_name, n_threads, T, n_keys, q_offset, H, Hkv, D, (double)q_scale, ma, re,
-          st ? snp_error() : "");
+          "attention%s kv=%s thr=%d T=%-4d keys=%-5d q_off=%-5d H=%-3d Hkv=%-2d D=%-3d |q|~%-4g: "
+          "max abs %.3g, rel %.3g %s",
+          dc ? " dca" : "", kv_name, n_threads, T, n_keys, q_offset, H, Hkv, D, (double)q_scale, ma,
+          re, st ? snp_error() : "");
     free(q), free(out), free(k), free(v), free(ref), free(k16), free(v16);
+    free(q_parts[0]), free(q_parts[1]), free(pos);
 }
 
 int main(void) {
@@ -166,8 +210,39 @@ int main(void) {
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
             if (ti > 1 && cases[c].T * (long)cases[c].n_keys > 100000) continue; // time
             run_case(be, kv_dtype_name(kv), threads[ti / 2], cases[c].T, cases[c].n_keys, cases[c].q_offset, cases[c].H,
-                     cases[c].Hkv, cases[c].D, cases[c].S_cap, cases[c].q_scale);
+                     cases[c].Hkv, cases[c].D, cases[c].S_cap, cases[c].q_scale, NULL);
         }
+
+        backend_close(be);
+    }
+    // After the plain cases, so that their random inputs stay what they were.
+    for (int ti = 0; ti < 6; ti++) {
+        backend *be = NULL;
+        const kv_dtype kv = kv_types[ti % 2];
+        backend_options opt = {.n_threads = threads[ti / 2], .kv_type = kv};
+        if (backend_open("cpu", &opt, &be) != SNP_OK) {
+            printf("FAIL backend_open cpu: %s\n", snp_error());
+            return 1;
+        }
+        // Dual Chunk Attention: a prefill crossing chunks inside key blocks and tiles
+        // (chunk length 48 against blocks of 128), a chunked prefill, decode over a
+        // SnapKV-like cache (stored positions, then rows at row + offset) through the
+        // key split, and a chunk length longer than the keys (one part only).
+        static const struct {
+            int T, n_keys, q_offset, H, Hkv, D, S_cap;
+            dca_case dc;
+        } dca_cases[] = {
+            {300, 300, 0, 8, 2, 64, 300, {48, 0, 0}},
+            {100, 400, 300, 4, 2, 32, 400, {37, 0, 0}},
+            {1, 3001, 3000, 8, 2, 64, 3001, {256, 2000, 5000}},
+            {1, 900, 899, 4, 1, 128, 900, {100, 600, 1700}},
+            {4, 604, 600, 6, 3, 64, 604, {64, 600, 1700}},
+            {50, 50, 0, 4, 2, 16, 64, {1000, 0, 0}},
+        };
+        for (size_t c = 0; c < sizeof dca_cases / sizeof dca_cases[0]; c++)
+            run_case(be, kv_dtype_name(kv), threads[ti / 2], dca_cases[c].T, dca_cases[c].n_keys,
+                     dca_cases[c].q_offset, dca_cases[c].H, dca_cases[c].Hkv, dca_cases[c].D,
+                     dca_cases[c].S_cap, 1, &dca_cases[c].dc);
         backend_close(be);
     }
     return test_finish(&counts, "test_cpu_attention");

@@ -156,6 +156,52 @@ static void remove_config(const char *path) {
     rmdir(dir);
 }
 
+// Dual Chunk Attention's config (README, "Dual Chunk Attention"): Qwen2.5-1M's
+// numbers, vLLM's defaults for absent fields, and the refusals. The field rides
+// after a null rope_scaling in write_config's text.
+static void check_dual_chunk_config(test_counts *tc) {
+    char path[4096];
+    model_config c;
+    write_config(path, sizeof path,
+                 "null, \"dual_chunk_attention_config\": {\"chunk_size\": 262144, "
+                 "\"local_size\": 8192, \"original_max_position_embeddings\": 262144}",
+                 1010000);
+    snp_status st = model_config_from_json(path, &c);
+    const float s_1m = model_config_dca_scale(&c, 1048576);
+    test_check(tc,
+               st == SNP_OK && model_config_dca_chunk_len(&c) == 253952 &&
+                   model_config_dca_scale(&c, 262144) == 1.0f &&
+                   model_config_dca_scale(&c, 1000) == 1.0f &&
+                   fabsf(s_1m - (float)(0.1 * log(4.0) + 1.0)) == 0.0f,
+               "dual chunk (Qwen2.5-1M): chunk length %d, s(1M) %.7g%s%s",
+               model_config_dca_chunk_len(&c), (double)s_1m, st ? ": " : "",
+               st ? snp_error() : "");
+    remove_config(path);
+    write_config(path, sizeof path, "null, \"dual_chunk_attention_config\": {}", 4096);
+    st = model_config_from_json(path, &c);
+    test_check(tc,
+               st == SNP_OK && c.dca_chunk_size == 8192 && c.dca_local_size == 1024 &&
+                   c.dca_original_ctx == 0 && model_config_dca_scale(&c, 1 << 20) == 1.0f,
+               "dual chunk defaults (vLLM's): chunk %d, local %d, no scaling", c.dca_chunk_size,
+               c.dca_local_size);
+    remove_config(path);
+    write_config(path, sizeof path,
+                 "null, \"dual_chunk_attention_config\": {\"chunk_size\": 64, \"local_size\": 64}",
+                 4096);
+    st = model_config_from_json(path, &c);
+    test_check(tc, st == SNP_ERR_FORMAT && strstr(snp_error(), "local_size 64"),
+               "dual chunk local_size >= chunk_size refused: %s", st ? snp_error() : "accepted");
+    remove_config(path);
+    write_config(path, sizeof path,
+                 "{\"rope_type\": \"yarn\", \"factor\": 4.0, \"original_max_position_embeddings\": "
+                 "32}, \"dual_chunk_attention_config\": {\"chunk_size\": 64, \"local_size\": 8}",
+                 128);
+    st = model_config_from_json(path, &c);
+    test_check(tc, st == SNP_ERR_UNSUPPORTED && strstr(snp_error(), "dual_chunk_attention_config"),
+               "dual chunk with yarn refused: %s", st ? snp_error() : "accepted");
+    remove_config(path);
+}
+
 static void check_config(test_counts *tc) {
     char path[4096];
     model_config c;
@@ -221,6 +267,7 @@ static void check_config(test_counts *tc) {
     test_check(tc, st == SNP_ERR_FORMAT && strstr(snp_error(), "rope_scaling.factor"),
                "dynamic without a factor refused: %s", st ? snp_error() : "accepted");
     remove_config(path);
+    check_dual_chunk_config(tc);
 }
 
 // Two sequences decoded as one batch (7 and 64 prompt tokens: under and over

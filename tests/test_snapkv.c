@@ -204,7 +204,8 @@ int main(void) {
     char root[4000];
     test_source_path(root, sizeof root, "tests/golden_snapkv");
     const char *models[] = {"llama_gqa",  "qwen2_mha",     "qwen3", "llama_yarn",
-                            "qwen2_yarn", "llama_dynamic", "glm",   "glm4"};
+                            "qwen2_yarn", "llama_dynamic", "glm",   "glm4",
+                            "qwen2_dca"};
     int n_cases = 0;
     for (int run = 0; run < 2; run++) {
         backend *be = NULL;

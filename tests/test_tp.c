@@ -232,8 +232,9 @@ int main(int argc, char **argv) {
         // The GLM models cover the fused gate_up split (each rank's gate and up columns) and,
         // at tp 4 (2 KV heads), the fused GGUF attn_qkv cut with replicated KV heads.
         const char *tiny[] = {"llama_gqa", "llama_gqa_gguf", "mistral", "qwen2_mha", "qwen3",
-                              "glm",       "glm_gguf",       "glm4",    "glm4_gguf"};
-        const char *file[] = {"", "/model.gguf", "", "", "", "", "/model.gguf", "", "/model.gguf"};
+                              "glm",       "glm_gguf",       "glm4",    "glm4_gguf",
+                              "qwen2_dca"};
+        const char *file[] = {"", "/model.gguf", "", "", "", "", "/model.gguf", "", "/model.gguf", ""};
         for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {
             char rel[256], path[4400];
             snprintf(rel, sizeof rel, "tests/golden/%s%s", tiny[i], file[i]);

@@ -43,7 +43,44 @@ typedef struct att_scratch {
     float *O; // [rows_max, D] unnormalized output
     float *m; // [rows_max] running max
     float *l; // [rows_max] running sum
+    // Dual Chunk Attention only: the tile's q_succ and q_inter (pre-scaled), their
+    // scores, and the chunk of each key of the block.
+    float *q_part[2], *S_part[2];
+    int *key_chunk; // [ATT_BK]
 } att_scratch;
+
+// dca_scores: S = the scores of the tile's rows against keys [k0, k0 + nk) under
+// Dual Chunk Attention: each (query, key) pair with the query rotation the key's
+// chunk asks for (backend.h, attn_dca). Rows hold ascending positions, so the parts
+// a block meets run from part(first query chunk, last key) to part(last query chunk,
+// first key); when those agree, one product serves the whole block.
+static void dca_scores(const attn_shape *s, int g, int hk, int t0, int nt, int64_t k0, int nk,
+                       const float *kblk, att_scratch *w) {
+    const attn_dca *d = s->dca;
+    const int D = s->D, rows = nt * g, CL = d->chunk_len;
+    const int qc_first = (s->q_offset + t0 + d->pos_offset) / CL;
+    const int qc_last = (s->q_offset + t0 + nt - 1 + d->pos_offset) / CL;
+    for (int j = 0; j < nk; j++)
+        w->key_chunk[j] = attn_dca_position_of_row(d, hk, (int)(k0 + j)) / CL;
+    const int lo = attn_dca_part(CL, qc_first, w->key_chunk[nk - 1] * CL);
+    const int hi = attn_dca_part(CL, qc_last, w->key_chunk[0] * CL);
+    const float *qs[3] = {w->q, w->q_part[0], w->q_part[1]};
+    float *Ss[3] = {w->S, w->S_part[0], w->S_part[1]};
+    for (int part = lo; part <= hi; part++) // into S itself when the block is one part
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1.0f, qs[part], D, kblk,
+                    D, 0.0f, lo == hi ? w->S : Ss[part], ATT_BK);
+    if (lo == hi) return;
+    for (int ti = 0; ti < nt; ti++) {
+        const int qc = (s->q_offset + t0 + ti + d->pos_offset) / CL;
+        for (int i = 0; i < g; i++) {
+            const size_t r = (size_t)(ti * g + i) * ATT_BK;
+            for (int j = 0; j < nk; j++) {
+                const int part = w->key_chunk[j] >= qc ? 0 : w->key_chunk[j] == qc - 1 ? 1 : 2;
+                if (part) w->S[r + j] = Ss[part][r + j];
+            }
+        }
+    }
+}
 
 static int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
@@ -58,11 +95,15 @@ static void att_tile(const att_plan *p, const float *q, const void *k, const voi
                      int t0, int nt, int64_t ka, int64_t kb, att_scratch *w) {
     const attn_shape *s = p->s;
     const int D = s->D, g = p->g, rows = nt * g;
-    for (int ti = 0; ti < nt; ti++) {
-        const float *src = q + ((size_t)(t0 + ti) * s->H + (size_t)hk * g) * D;
-        float *dst = w->q + (size_t)ti * g * D;
-        for (int i = 0; i < g * D; i++)
-            dst[i] = src[i] * s->scale;
+    const float *srcs[3] = {q, s->dca ? s->dca->q_succ : NULL, s->dca ? s->dca->q_inter : NULL};
+    float *dsts[3] = {w->q, w->q_part[0], w->q_part[1]};
+    for (int v = 0; v < (s->dca ? 3 : 1); v++) {
+        for (int ti = 0; ti < nt; ti++) {
+            const float *src = srcs[v] + ((size_t)(t0 + ti) * s->H + (size_t)hk * g) * D;
+            float *dst = dsts[v] + (size_t)ti * g * D;
+            for (int i = 0; i < g * D; i++)
+                dst[i] = src[i] * s->scale;
+        }
     }
     for (int r = 0; r < rows; r++) {
         w->m[r] = -INFINITY;
@@ -83,8 +124,11 @@ static void att_tile(const att_plan *p, const float *q, const void *k, const voi
             kblk = (const float *)k + head + k0 * D;
             vblk = (const float *)v + head + k0 * D;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1.0f, w->q, D,
-                    kblk, D, 0.0f, w->S, ATT_BK); // S[rows, nk] = q K^T
+        if (s->dca)
+            dca_scores(s, g, hk, t0, nt, k0, nk, kblk, w);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, D, 1.0f, w->q, D,
+                        kblk, D, 0.0f, w->S, ATT_BK); // S[rows, nk] = q K^T
         // Causal mask, only where the block reaches past the tile's first token.
         if (k0 + nk - 1 > (int64_t)s->q_offset + t0) {
             for (int ti = 0; ti < nt; ti++) {
@@ -164,8 +208,10 @@ static void att_item(void *arg, int64_t it, int tid) {
     const size_t rm = (size_t)p->rows_max;
     const int f16 = j->c->kv_type == DTYPE_F16;
     const size_t block = f16 ? (size_t)ATT_BK * D : 0;
+    // Dual Chunk Attention: two more query tiles and score tiles, and the key chunks.
+    const size_t dca = s->dca ? 2 * rm * D + 2 * rm * ATT_BK + ATT_BK : 0;
     float *buf = cpu_scratch(j->c, tid,
-                             sizeof(float) * (rm * D * 2 + rm * ATT_BK + 2 * rm + 2 * block));
+                             sizeof(float) * (rm * D * 2 + rm * ATT_BK + 2 * rm + 2 * block + dca));
     if (!buf) {
         j->failed = 1;
         return;
@@ -176,6 +222,14 @@ static void att_item(void *arg, int64_t it, int tid) {
     if (f16) {
         w.kb = w.l + rm;
         w.vb = w.kb + block;
+    }
+    if (dca) {
+        float *d = w.l + rm + 2 * block;
+        w.q_part[0] = d;
+        w.q_part[1] = d + rm * D;
+        w.S_part[0] = d + 2 * rm * D;
+        w.S_part[1] = w.S_part[0] + rm * ATT_BK;
+        w.key_chunk = (int *)(w.S_part[1] + rm * ATT_BK); // an int in each float's place
     }
     // Last tiles first: under the causal mask they have the most keys, and items
     // handed out in order balance best when the big ones go out early.
@@ -250,6 +304,8 @@ static void att_merge(void *arg, int64_t tr, int tid) {
 // out biggest (latest) tiles first; decode and other small T split the keys so the
 // pool stays busy, then merge the partial (m, l, O).
 // Numerics: fp32 scores of pre-scaled q, exp ~2 ulp, fp32 running m, l and O.
+// Dual Chunk Attention (s->dca): each score uses the query rotation of its key's
+// chunk (dca_scores); a block inside one part costs what plain attention does.
 snp_status cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
                          const attn_shape *s) {
     cpu_ctx *c = ctx;

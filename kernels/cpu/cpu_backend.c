@@ -272,6 +272,7 @@ const backend_ops cpu_backend_ops = {
     .snapkv_pool = cpu_snapkv_pool,
     .snapkv_select = cpu_snapkv_select,
     .kv_gather = cpu_kv_gather,
+    .copy = cpu_copy,
     .download = cpu_download,
     .upload = cpu_upload,
     .upload_side = cpu_upload, // a memcpy: host memory, and the caller's own thread

@@ -35,12 +35,19 @@ static void votes_head(void *arg, int64_t item, int tid) {
     const uint16_t *Kh16 = f16 ? (const uint16_t *)j->K + head_elems : NULL;
     float *vh = j->votes + (size_t)h * (size_t)P;
     memset(vh, 0, sizeof(float) * (size_t)P);
+    const attn_dca *dca = s->dca;
     for (int i = 0; i < w; i++) {
-        const float *q = j->Q + ((size_t)i * (size_t)H + (size_t)h) * (size_t)D;
+        const size_t q_at = ((size_t)i * (size_t)H + (size_t)h) * (size_t)D;
+        const float *q_parts[3] = {j->Q + q_at, dca ? (const float *)dca->q_succ + q_at : NULL,
+                                   dca ? (const float *)dca->q_inter + q_at : NULL};
         // Window row i sits at position P + i: it sees keys 0 .. P + i.
         const int n_seen = P + i + 1;
         float m = -INFINITY;
         for (int k = 0; k < n_seen; k++) {
+            // Dual Chunk Attention: the rotation attention gave this (query, key) pair.
+            const float *q =
+                dca ? q_parts[attn_dca_part(dca->chunk_len, (P + i) / dca->chunk_len, k)]
+                    : q_parts[0];
             float dot = 0;
             if (f16) {
                 dot = cpu_vec_dot_f16(Kh16 + (size_t)k * (size_t)D, q, D);
@@ -228,5 +235,12 @@ snp_status cpu_upload(void *ctx, void *dst, const void *src_host, size_t n_bytes
     if (n_bytes && (!dst || !src_host))
         return snp_fail(SNP_ERR_ARGUMENT, "upload: NULL pointer for %zu bytes", n_bytes);
     if (n_bytes) memcpy(dst, src_host, n_bytes);
+    return SNP_OK;
+}
+
+snp_status cpu_copy(void *ctx, void *dst, const void *src, size_t n_bytes) {
+    if (n_bytes && (!dst || !src))
+        return snp_fail(SNP_ERR_ARGUMENT, "copy: NULL pointer for %zu bytes", n_bytes);
+    if (n_bytes) memcpy(dst, src, n_bytes);
     return SNP_OK;
 }

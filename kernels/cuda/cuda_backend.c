@@ -252,6 +252,14 @@ static snp_status cuda_download(void *ctx, void *dst_host, const void *src, size
     return xfer_to_host(ctx, src, n_bytes, drain_bytes, dst_host);
 }
 
+static snp_status cuda_copy(void *ctx, void *dst, const void *src, size_t n_bytes) {
+    if (n_bytes == 0) return SNP_OK;
+    TRY(check_copy(ctx, dst, src, n_bytes, "copy"));
+    cuda_ctx *c = ctx;
+    CUDA_TRY(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToDevice, c->stream));
+    return SNP_OK;
+}
+
 static snp_status cuda_upload(void *ctx, void *dst, const void *src_host, size_t n_bytes) {
     if (n_bytes == 0) return SNP_OK;
     TRY(check_copy(ctx, dst, src_host, n_bytes, "upload"));
@@ -437,6 +445,7 @@ const backend_ops cuda_backend_ops = {
     .snapkv_pool = cuda_checked_snapkv_pool,
     .snapkv_select = cuda_checked_snapkv_select,
     .kv_gather = cuda_checked_kv_gather,
+    .copy = cuda_copy,
     .download = cuda_download,
     .upload = cuda_upload,
     .upload_side = cuda_upload_side,

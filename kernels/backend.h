@@ -195,6 +195,12 @@ typedef struct backend_ops {
     snp_status (*kv_store)(void *ctx, void *cache, const void *src, int T, int Hkv, int D,
                            int S_cap, int row0);
 
+    // cache[h, row0 + t, :] *= factor for t < T   cache: [Hkv,S_cap,D] K/V elements
+    // (rounded back to the KV type). Dual Chunk Attention's length scaling of keys a
+    // KV store wrote for a prompt of another length.
+    snp_status (*kv_scale)(void *ctx, void *cache, int T, int Hkv, int D, int S_cap, int row0,
+                           float factor);
+
     // Causal attention, flash-style (online softmax over key blocks, no T x n_keys
     // matrix). q, out: [T,H,D]; k, v: [Hkv,S_cap,D]; query head h reads KV head
     // h / (H / Hkv).

@@ -62,6 +62,14 @@ snp_status forward_run(forward_ctx *f, kv_cache *kv, const int32_t *ids, int T, 
 // later question's SnapKV window may reach back this far into the document.
 enum { FORWARD_PREFIX_QUERY_ROWS = 256 };
 
+// How far Dual Chunk Attention's length scaling of a prompt served by a stored
+// document may be from the scaling of the prompt that wrote it (relative): the
+// document's rows were computed under the writer's scale, so a loaded document
+// gives a fresh run's numbers only when the two agree; within this bound (at 1M
+// tokens: prompts within about 1% of the writer's length) it is served with its
+// keys rescaled, past it refused. README, "Dual Chunk Attention".
+#define FORWARD_STORE_SCALE_TOL 1e-3
+
 // forward_prefix: the document prefix of a prompt, rows [0, n_tokens), shared by
 // several questions (DESIGN.md, "Many questions, one document"). Chunks never
 // straddle n_tokens, so the question's rows are computed by the same operations
@@ -69,17 +77,22 @@ enum { FORWARD_PREFIX_QUERY_ROWS = 256 };
 // - loaded == 0: the prefix is run; `save` (may be NULL) gets each layer as soon as
 //   its rows [0, n_tokens) are final: k, v backend memory [Hkv, cap, D], and q_tail
 //   host fp32 [n_query_rows, H, D], the queries of the prefix's last n_query_rows
-//   tokens after RoPE (what a later SnapKV window needs of the document).
+//   tokens after RoPE (what a later SnapKV window needs of the document), and
+//   key_scale, the factor the keys carry (Dual Chunk Attention's length scaling of
+//   the prompt that ran them; 1 for every other model).
 // - loaded == 1: `load` fills rows [0, n_tokens) of k and v and, when q_tail is not
-//   NULL, the same queries; ids[0, n_tokens) are not run.
+//   NULL, the same queries; key_scale is the factor the stored keys carry, which
+//   the prefill brings to its own prompt's (FORWARD_STORE_SCALE_TOL). ids[0,
+//   n_tokens) are not run.
 // Layers are saved and loaded in order 0, 1, ...
 typedef struct forward_prefix {
     int n_tokens;
     int n_query_rows; // min(n_tokens, FORWARD_PREFIX_QUERY_ROWS)
     int loaded;
     snp_status (*save)(void *user, int layer, const void *k, const void *v, int cap,
-                       const float *q_tail);
+                       const float *q_tail, float key_scale);
     snp_status (*load)(void *user, int layer, void *k, void *v, int cap, float *q_tail);
+    float key_scale; // loaded: the factor the stored keys carry (0 reads as 1)
     void *user;
 } forward_prefix;
 

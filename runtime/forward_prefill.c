@@ -4,6 +4,7 @@
 // natural cut: its chunks share one full-length K/V buffer that SnapKV compresses
 // only once the layer's last chunk is in, and between layers only the hidden states
 // [L, C] carry over.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,12 +41,16 @@ static snp_status prefill_check(const forward_ctx *f, const kv_cache *kv, int L,
                         "used)",
                         rows, kv->n_keys, kv->capacity);
     if (!prefix) return SNP_OK;
-    if (c->dca_original_ctx > 0 && L > c->dca_original_ctx) // the stored keys' scale depends on L
+    const float stored = prefix->key_scale > 0 ? prefix->key_scale : 1.0f;
+    if (prefix->loaded &&
+        fabs((double)model_config_dca_scale(c, L) / stored - 1.0) > FORWARD_STORE_SCALE_TOL)
         return snp_fail(SNP_ERR_UNSUPPORTED,
-                        "forward: a KV store cannot serve a %d-token prompt of a model with dual "
-                        "chunk attention's length scaling past %d tokens (its keys are scaled "
-                        "for the whole prompt's length)",
-                        L, c->dca_original_ctx);
+                        "forward: the stored document was run under dual chunk attention's "
+                        "length scaling %.6f (its writing prompt's length), this %d-token "
+                        "prompt's is %.6f: past %g apart the document's rows are not what this "
+                        "prompt computes; write a store with a prompt of about this length",
+                        (double)stored, L, (double)model_config_dca_scale(c, L),
+                        FORWARD_STORE_SCALE_TOL);
     if (c->rope_scaling == ROPE_SCALING_DYNAMIC) // the stored keys' angles depend on L
         return snp_fail(SNP_ERR_UNSUPPORTED,
                         "forward: a KV store cannot serve a model with dynamic NTK rope scaling "
@@ -185,7 +190,17 @@ static snp_status run_layer(forward_prefill_job *j, int l) {
     const int seg_start[2] = {0, P0}, seg_end[2] = {prefix ? P0 : L, L};
     void *k_l = p ? j->full_k : kv->k[l], *v_l = p ? j->full_v : kv->v[l];
     const int cap = p ? L : kv->capacity;
-    if (j->loaded) TRY(prefix->load(prefix->user, l, k_l, v_l, cap, p ? j->q_tail : NULL));
+    // Dual Chunk Attention's length scaling: keys carry the factor of the prompt that
+    // ran them (1 for other models), and a stored document's are brought to this
+    // prompt's (prefill_check has bounded the difference).
+    const float key_scale = model_config_dca_scale(c, L);
+    if (j->loaded) {
+        TRY(prefix->load(prefix->user, l, k_l, v_l, cap, p ? j->q_tail : NULL));
+        const float stored = prefix->key_scale > 0 ? prefix->key_scale : 1.0f;
+        if (stored != key_scale)
+            TRY(ops->kv_scale(ctx, k_l, P0, m->n_kv_heads_local, c->head_dim, cap, 0,
+                              key_scale / stored));
+    }
     int ci = 0;
     for (int g = 0; g < n_segs; g++) {
         if (seg_start[g] < j->first_run) continue;
@@ -206,7 +221,7 @@ static snp_status run_layer(forward_prefill_job *j, int l) {
         // the buffer is reused by the next layer.
         if (j->saving && g == 0) {
             TRY(ops->sync(ctx));
-            TRY(prefix->save(prefix->user, l, k_l, v_l, cap, j->q_tail));
+            TRY(prefix->save(prefix->user, l, k_l, v_l, cap, j->q_tail, key_scale));
         }
     }
     if (!p) return SNP_OK;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@
 #include "safetensors.h"
 
 #define KV_STORE_FORMAT "snaptp-kv-store"
-#define KV_STORE_VERSION "1"
+#define KV_STORE_VERSION "2" // 2: metadata key_scale
 #define KV_STORE_LOCK_NAME ".snaptp-kv-store.lock"
 enum {
     FINGERPRINT_HEAD_BYTES = 1 << 20, // a checkpoint's header lies in its first MiB
@@ -63,6 +64,9 @@ struct kv_store {
     float *q_stage;          // host [n_query_rows][H][D]
     int32_t *rows;           // backend memory [Hkv][n_prefix]: 0, 1, ... for kv_gather
     kv_store_stats stats;
+    // The factor the stored keys carry: Dual Chunk Attention's length scaling of the
+    // prompt that wrote them (1 for every other model); metadata "key_scale".
+    float key_scale;
 };
 
 // ---- identity ---------------------------------------------------------------------
@@ -269,7 +273,7 @@ static void add_int(cJSON *meta, const char *key, long long v) {
 
 // header_json: the safetensors header for `id` with the given checksums (NULL:
 // placeholders of the same width), unpadded; malloc'd.
-static char *header_json(const kv_store_identity *id, const uint64_t *checksums) {
+static char *header_json(const kv_store_identity *id, const uint64_t *checksums, float key_scale) {
     cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "__metadata__");
     if (!root || !meta) {
         cJSON_Delete(root);
@@ -291,6 +295,9 @@ static char *header_json(const kv_store_identity *id, const uint64_t *checksums)
     add_int(meta, "n_prefix_tokens", id->n_prefix);
     add_int(meta, "n_query_rows", id->n_query_rows);
     char text[160];
+    // Fixed width (the header is written with placeholders first, then for real).
+    snprintf(text, sizeof text, "%.9e", (double)key_scale);
+    cJSON_AddStringToObject(meta, "key_scale", text);
     snprintf(text, sizeof text, "0..%d", id->n_prefix - 1);
     cJSON_AddStringToObject(meta, "positions", text);
     cJSON_AddStringToObject(meta, "layout",
@@ -322,7 +329,7 @@ static char *header_json(const kv_store_identity *id, const uint64_t *checksums)
 
 // write_header: 8-byte length + JSON padded with spaces to HEADER_ALIGN, at offset 0.
 static snp_status write_header(kv_store *s, const uint64_t *checksums) {
-    char *json = header_json(&s->id, checksums);
+    char *json = header_json(&s->id, checksums, s->key_scale);
     if (!json) return snp_fail(SNP_ERR_MEMORY, "kv-store: out of memory for the header");
     const uint64_t n = strlen(json);
     const uint64_t total = (8 + n + HEADER_ALIGN - 1) / HEADER_ALIGN * HEADER_ALIGN;
@@ -403,13 +410,17 @@ static snp_status save_kv(kv_store *s, const void *buf, int cap, uint64_t off, u
 }
 
 static snp_status store_save(void *user, int layer, const void *k, const void *v, int cap,
-                             const float *q_tail) {
+                             const float *q_tail, float key_scale) {
     kv_store *s = user;
     if (!s->writing || layer != s->layers_saved)
         return snp_fail(SNP_ERR_INTERNAL, "kv-store: %s: layer %d saved out of order (%d saved)",
                         s->tmp_path ? s->tmp_path : s->path, layer, s->layers_saved);
     if (!q_tail)
         return snp_fail(SNP_ERR_INTERNAL, "kv-store: layer %d saved without its queries", layer);
+    if (!(key_scale > 0) || !isfinite(key_scale) || (layer > 0 && key_scale != s->key_scale))
+        return snp_fail(SNP_ERR_INTERNAL, "kv-store: layer %d saved with key scale %g (layer 0: %g)",
+                        layer, (double)key_scale, (double)s->key_scale);
+    s->key_scale = key_scale;
     const double t0 = engine_now_s();
     uint64_t *sums = s->checksums + (size_t)layer * N_TENSORS_PER_LAYER;
     TRY(save_kv(s, k, cap, tensor_offset(s, layer, 0), &sums[0]));
@@ -490,6 +501,19 @@ static snp_status check_identity(const kv_store *s) {
     return SNP_OK;
 }
 
+// read_key_scale: the factor the stored keys carry (struct kv_store).
+static snp_status read_key_scale(kv_store *s) {
+    const char *text = st_metadata(s->st, "key_scale");
+    char *end = NULL;
+    const double scale = text ? strtod(text, &end) : 0;
+    if (!text || end == text || *end || !(scale > 0) || !isfinite(scale))
+        return snp_fail(SNP_ERR_FORMAT, "kv-store: %s: metadata key_scale '%s' is not a positive "
+                                        "number",
+                        s->path, text ? text : "(missing)");
+    s->key_scale = (float)scale;
+    return SNP_OK;
+}
+
 // bind_tensors: every layer's three tensors, with the dtype and shape the identity
 // implies, and their checksums from the metadata.
 static snp_status bind_tensors(kv_store *s) {
@@ -542,6 +566,7 @@ static snp_status open_for_reading(kv_store *s) {
                         s->path, why);
     }
     TRY(check_identity(s));
+    TRY(read_key_scale(s));
     return bind_tensors(s);
 }
 
@@ -813,6 +838,7 @@ snp_status kv_store_open(const char *dir, const kv_store_identity *id, backend *
     s->comm = c;
     s->temporary = temporary;
     s->fd = s->lock_fd = -1;
+    s->key_scale = 1.0f;
     snp_status st = SNP_OK;
     char name[64];
     snprintf(name, sizeof name, "rank-%d-of-%d.safetensors", id->tp_rank, id->tp_size);
@@ -856,6 +882,7 @@ void kv_store_prefix(kv_store *s, forward_prefix *out) {
         .loaded = !s->writing,
         .save = store_save,
         .load = store_load,
+        .key_scale = s->key_scale,
         .user = s,
     };
 }

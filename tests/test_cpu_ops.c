@@ -282,6 +282,22 @@ static void test_norm_elementwise(backend *be) {
                 bad += cache[(h * SCAP + r) * D + d] != want;
             }
     check(st == SNP_OK && bad == 0, "kv_store rows %d..%d: %d wrong", ROW0, ROW0 + KT - 1, bad);
+
+    // kv_scale: rows ROW0 + 1 .. ROW0 + 3 of every head times 1.25 (the fp32 product),
+    // the rest untouched.
+    static float scaled[HKV * SCAP * D];
+    memcpy(scaled, cache, sizeof cache);
+    st = o->kv_scale(be->ctx, scaled, 3, HKV, D, SCAP, ROW0 + 1, 1.25f);
+    bad = 0;
+    for (int h = 0; h < HKV; h++)
+        for (int r = 0; r < SCAP; r++)
+            for (int d = 0; d < D; d++) {
+                const float was = cache[(h * SCAP + r) * D + d];
+                const float want = r > ROW0 && r <= ROW0 + 3 ? was * 1.25f : was;
+                bad += scaled[(h * SCAP + r) * D + d] != want;
+            }
+    check(st == SNP_OK && bad == 0, "kv_scale rows %d..%d x 1.25: %d wrong", ROW0 + 1, ROW0 + 3,
+          bad);
 }
 
 static void test_rope(backend *be) {
@@ -429,6 +445,8 @@ static void test_errors(backend *be) {
     expect_error(o->rope(ctx, buf, pos, 2, 2, 8, &rp), "rope bad mode");
     expect_error(o->kv_store(ctx, buf, buf, 4, 1, 8, 10, 7), "kv_store past S_cap");
     expect_error(o->kv_store(ctx, buf, buf, 4, 1, 8, 10, -1), "kv_store row0=-1");
+    expect_error(o->kv_scale(ctx, buf, 4, 1, 8, 10, 7, 2.0f), "kv_scale past S_cap");
+    expect_error(o->kv_scale(ctx, buf, 4, 1, 8, 10, 0, NAN), "kv_scale NaN factor");
     expect_error(o->swiglu(ctx, buf, buf, NULL, 4), "swiglu NULL up");
     expect_error(o->add(ctx, buf, buf, 0), "add n=0");
     expect_error(o->embed(ctx, buf, W, pos, 0), "embed T=0");

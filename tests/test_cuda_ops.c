@@ -38,6 +38,11 @@ static float frand(void) { // uniform in [-1, 1), rounded to bf16
     return dtype_bf16_to_f32(dtype_f32_to_bf16(f));
 }
 
+static int rand_below(int n) { // uniform enough in [0, n) for small n
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (int)((rng >> 33) % (uint64_t)n);
+}
+
 static float *rand_vec(size_t n, float scale) {
     float *v = malloc(sizeof(float) * n);
     for (size_t i = 0; i < n; i++)
@@ -81,6 +86,54 @@ static void test_host_logic(void) {
                cuda_attn_check(buf + 2, buf, buf, buf, &s) == SNP_ERR_ARGUMENT &&
                    strstr(snp_error(), "aligned"),
                "attn check: misaligned out refused: %s", snp_error());
+
+    // Dual Chunk Attention: its fields (backend_checks.c), aligned rotations, and
+    // positions that fit the kernels' int arithmetic.
+    attn_dca dca = {.chunk_len = 48, .q_succ = buf, .q_inter = buf};
+    attn_shape sd = s;
+    sd.dca = &dca;
+    test_check(&tc, cuda_attn_check(buf, buf, buf, buf, &sd) == SNP_OK, "attn check: DCA shape: %s",
+               snp_error());
+    attn_dca bd = dca;
+    bd.q_inter = buf + 8;
+    sd.dca = &bd; // the cases below edit bd
+    test_check(&tc,
+               cuda_attn_check(buf, buf, buf, buf, &sd) == SNP_ERR_ARGUMENT &&
+                   strstr(snp_error(), "q_inter"),
+               "attn check: DCA misaligned q_inter refused naming it: %s", snp_error());
+    bd = dca;
+    bd.pos_offset = INT32_MAX - 50;
+    test_check(&tc,
+               cuda_attn_check(buf, buf, buf, buf, &sd) == SNP_ERR_ARGUMENT &&
+                   strstr(snp_error(), "2^31"),
+               "attn check: DCA positions past 2^31 - 1 refused: %s", snp_error());
+    bd = dca;
+    bd.chunk_len = 0;
+    test_check(&tc, cuda_attn_check(buf, buf, buf, buf, &sd) == SNP_ERR_ARGUMENT,
+               "attn check: DCA chunk length 0 refused");
+    bd = dca;
+    bd.n_pos_rows = 10, bd.pos_cap = 10;
+    test_check(&tc, cuda_attn_check(buf, buf, buf, buf, &sd) == SNP_ERR_ARGUMENT,
+               "attn check: DCA stored positions without a pos array refused");
+    // DCA's plans: the tensor-core kernel for D 64 and 128 only (Q in registers).
+    struct {
+        int T, D, want_kernel;
+    } dcases[] = {
+        {100, 64, CUDA_ATTN_KERNEL_MMA},   {100, 128, CUDA_ATTN_KERNEL_MMA},
+        {100, 256, CUDA_ATTN_KERNEL_ROWS}, {100, 96, CUDA_ATTN_KERNEL_ROWS},
+        {1, 128, CUDA_ATTN_KERNEL_ROWS},
+    };
+    for (size_t i = 0; i < sizeof dcases / sizeof dcases[0]; i++) {
+        attn_shape a = s;
+        a.T = a.n_keys = dcases[i].T;
+        a.D = dcases[i].D;
+        a.dca = &dca;
+        cuda_attn_plan p;
+        cuda_attn_plan_make(&a, 132, 0, &p);
+        test_check(&tc, (int)p.kernel == dcases[i].want_kernel,
+                   "attn plan, DCA T = %d D = %d: kernel %d, want %d", a.T, a.D, (int)p.kernel,
+                   dcases[i].want_kernel);
+    }
 
     // Plans: the splits tile [0, kend) exactly, in whole key tiles, none empty.
     struct {
@@ -342,6 +395,18 @@ static void test_pointwise(pair *p) {
     compare(p, "kv_store", kc, kg, (size_t)HKV * SCAP * D, 0.0);
     test_check(&tc, g->kv_store(gc, kg, sg, T, HKV, D, SCAP, 11) == SNP_ERR_ARGUMENT,
                "kv_store past S_cap refused");
+    // kv_scale (a stored document's keys brought to another prompt's DCA scaling),
+    // then copy (device to device) of the scaled cache.
+    BOTH(c->kv_scale(cc, kc, 8, HKV, D, SCAP, 2, 1.0176f),
+         g->kv_scale(gc, kg, 8, HKV, D, SCAP, 2, 1.0176f), "kv_scale");
+    compare(p, "kv_scale rows 2..9 x 1.0176", kc, kg, (size_t)HKV * SCAP * D, TOL_BF16_ELEM);
+    test_check(&tc, g->kv_scale(gc, kg, 8, HKV, D, SCAP, 9, 2.0f) == SNP_ERR_ARGUMENT,
+               "kv_scale past S_cap refused");
+    void *kc2 = put(p->cpu, cache0, (size_t)HKV * SCAP * D),
+         *kg2 = put(p->gpu, cache0, (size_t)HKV * SCAP * D);
+    BOTH(c->copy(cc, kc2, kc, (size_t)HKV * SCAP * D * c->act_bytes),
+         g->copy(gc, kg2, kg, (size_t)HKV * SCAP * D * g->act_bytes), "copy");
+    compare(p, "copy (device to device)", kc2, kg2, (size_t)HKV * SCAP * D, TOL_BF16_ELEM);
     free(table), free(gain), free(zero), free(src), free(cache0);
 }
 
@@ -454,8 +519,94 @@ static void test_attention(pair *p) {
     attn_case(p, 64, 8, 2, 128, 40000, 40000, 39936); // short chunk, long context: splits (mma)
 }
 
+// Dual Chunk Attention: q and its two other rotations, random and independent, so a
+// key met by the wrong rotation shows. n_pos_rows == 0: key row r is position r +
+// gap (a prefill chunk). Otherwise the first n_pos_rows rows of each KV head hold
+// ascending random positions (a SnapKV-compressed cache; the pos array is wider
+// than they need, pos_cap = n_pos_rows + 5) and later rows continue past the
+// largest of them, gap positions on (decode tokens appended after the prompt).
+static void attn_dca_case(pair *p, int T, int H, int Hkv, int D, int S_cap, int n_keys,
+                          int q_offset, int chunk_len, int n_pos_rows, int gap) {
+    size_t nq = (size_t)T * H * D, nk = (size_t)Hkv * S_cap * D;
+    float *q = rand_vec(nq, 2.0f), *qs = rand_vec(nq, 2.0f), *qi = rand_vec(nq, 2.0f);
+    float *k = rand_vec(nk, 2.0f), *v = rand_vec(nk, 1.0f);
+    const int pos_cap = n_pos_rows > 0 ? n_pos_rows + 5 : 0;
+    int32_t *pos = n_pos_rows > 0 ? calloc((size_t)Hkv * pos_cap, sizeof(int32_t)) : NULL;
+    int32_t last = -1; // the largest stored position over the heads
+    for (int h = 0; h < Hkv; h++) {
+        int32_t x = -1;
+        for (int r = 0; r < n_pos_rows; r++) {
+            x += 1 + rand_below(4); // ascending, 1 to 4 apart
+            pos[(size_t)h * pos_cap + r] = x;
+        }
+        if (x > last) last = x;
+    }
+    const int pos_offset = n_pos_rows > 0 ? last + 1 + gap - n_pos_rows : gap;
+
+    void *qc = put(p->cpu, q, nq), *qg = put(p->gpu, q, nq);
+    void *qsc = put(p->cpu, qs, nq), *qsg = put(p->gpu, qs, nq);
+    void *qic = put(p->cpu, qi, nq), *qig = put(p->gpu, qi, nq);
+    void *kc = put(p->cpu, k, nk), *kg = put(p->gpu, k, nk);
+    void *vc = put(p->cpu, v, nk), *vg = put(p->gpu, v, nk);
+    void *oc = put(p->cpu, q, nq), *og = put(p->gpu, q, nq);
+    const size_t pos_bytes = sizeof(int32_t) * (size_t)Hkv * pos_cap;
+    int32_t *pc = pos ? put_raw(p->cpu, pos, pos_bytes) : NULL;
+    int32_t *pg = pos ? put_raw(p->gpu, pos, pos_bytes) : NULL;
+    attn_dca dc = {.chunk_len = chunk_len,
+                   .q_succ = qsc,
+                   .q_inter = qic,
+                   .pos = pc,
+                   .pos_cap = pos_cap,
+                   .n_pos_rows = n_pos_rows,
+                   .pos_offset = pos_offset};
+    attn_dca dg = dc;
+    dg.q_succ = qsg, dg.q_inter = qig, dg.pos = pg;
+    attn_shape sc = {.T = T,
+                     .H = H,
+                     .Hkv = Hkv,
+                     .D = D,
+                     .S_cap = S_cap,
+                     .n_keys = n_keys,
+                     .q_offset = q_offset,
+                     .scale = 1.0f / sqrtf((float)D),
+                     .dca = &dc};
+    attn_shape sg = sc;
+    sg.dca = &dg;
+    BOTH(p->cpu->ops->attention(p->cpu->ctx, oc, qc, kc, vc, &sc),
+         p->gpu->ops->attention(p->gpu->ctx, og, qg, kg, vg, &sg), "attention (DCA)");
+    char what[96];
+    snprintf(what, sizeof what, "attention DCA T=%d H=%d/%d D=%d keys=%d chunk=%d pos=%d", T, H,
+             Hkv, D, n_keys, chunk_len, n_pos_rows);
+    compare(p, what, oc, og, nq, TOL_ATTN);
+    void *bufs_c[] = {qc, qsc, qic, kc, vc, oc, pc}, *bufs_g[] = {qg, qsg, qig, kg, vg, og, pg};
+    for (int i = 0; i < 7; i++) {
+        p->cpu->ops->dealloc(p->cpu->ctx, bufs_c[i]);
+        p->gpu->ops->dealloc(p->gpu->ctx, bufs_g[i]);
+    }
+    free(q), free(qs), free(qi), free(k), free(v), free(pos);
+}
+
+static void test_attention_dca(pair *p) {
+    // Prefill (tensor cores for D 64/128): chunk boundaries inside query and key
+    // tiles, so tiles that need two or three rotations occur.
+    attn_dca_case(p, 200, 8, 2, 64, 256, 200, 0, 48, 0, 0);
+    attn_dca_case(p, 100, 8, 2, 128, 448, 400, 300, 70, 0, 13); // a later chunk, positions + 13
+    attn_dca_case(p, 64, 8, 2, 128, 20000, 20000, 19936, 4096, 0, 0); // long context: splits
+    // Tokens after a compressed cache: stored positions, then the affine rows.
+    attn_dca_case(p, 40, 8, 2, 128, 256, 190, 150, 100, 150, 0);
+    // Decode (row kernel, split keys + merge) over a compressed cache, every rotation.
+    attn_dca_case(p, 1, 8, 2, 128, 3000, 2600, 2599, 1500, 2000, 7);
+    attn_dca_case(p, 1, 8, 2, 64, 3000, 2600, 2599, 1000, 2000, 0);
+    attn_dca_case(p, 3, 8, 8, 64, 2000, 2000, 1997, 777, 1500, 3); // a few tokens, MHA
+    attn_dca_case(p, 20, 4, 1, 256, 64, 20, 0, 6, 0, 0);           // D = 256: row kernel
+    attn_dca_case(p, 33, 6, 2, 96, 40, 33, 0, 10, 0, 0);           // D = 96: row kernel
+}
+
 // SnapKV references in double: votes, pooling, selection by a stable (-vote, pos) order.
-static void ref_votes(const float *q, const float *k, const snapkv_shape *s, float *votes) {
+// q: the window queries; with s->dca, q[1] and q[2] are its q_succ and q_inter (host
+// copies) and key j meets the rotation attn_dca_part picks for window row P + i.
+static void ref_votes(const float *const q[3], const float *k, const snapkv_shape *s,
+                      float *votes) {
     int P = s->L - s->w, G = s->H / s->Hkv;
     double *sc = malloc(sizeof(double) * s->L);
     for (int h = 0; h < s->H; h++) {
@@ -463,10 +614,12 @@ static void ref_votes(const float *q, const float *k, const snapkv_shape *s, flo
             votes[(size_t)h * P + p] = 0;
         const float *kh = k + (size_t)(h / G) * s->S_cap * s->D;
         for (int i = 0; i < s->w; i++) {
-            const float *qr = q + ((size_t)i * s->H + h) * s->D;
             double m = -INFINITY, l = 0;
             int n = P + i + 1; // causal inside the window
             for (int j = 0; j < n; j++) {
+                const int part =
+                    s->dca ? attn_dca_part(s->dca->chunk_len, (P + i) / s->dca->chunk_len, j) : 0;
+                const float *qr = q[part] + ((size_t)i * s->H + h) * s->D;
                 double d = 0;
                 for (int e = 0; e < s->D; e++)
                     d += (double)qr[e] * kh[(size_t)j * s->D + e];
@@ -583,7 +736,8 @@ static void test_snapkv(pair *p) {
     size_t nq = (size_t)s.w * s.H * s.D, nk = (size_t)s.Hkv * s.S_cap * s.D;
     float *q = rand_vec(nq, 3.0f), *k = rand_vec(nk, 3.0f);
     float *votes = malloc(sizeof(float) * s.H * P), *got = malloc(sizeof(float) * s.H * P);
-    ref_votes(q, k, &s, votes);
+    const float *qr[3] = {q, NULL, NULL};
+    ref_votes(qr, k, &s, votes);
     void *qg = put(gb, q, nq), *kg = put(gb, k, nk);
     float *vg = put_raw(gb, votes, sizeof(float) * s.H * P),
           *pg = put_raw(gb, votes, sizeof(float) * s.Hkv * P);
@@ -668,6 +822,61 @@ static void test_snapkv(pair *p) {
         free(dgot);
 }
 
+// SnapKV's votes under Dual Chunk Attention: against the double reference and the CPU
+// backend. chunk_len picks where the chunk boundaries fall: before the window (every
+// window row in one chunk, keys in three parts) or inside it (rows in two chunks).
+static void test_snapkv_dca(pair *p, int D, int chunk_len) {
+    snapkv_shape s = {.H = 8,
+                      .Hkv = 2,
+                      .D = D,
+                      .S_cap = 3100,
+                      .L = 3000,
+                      .w = 32,
+                      .budget = 256,
+                      .kernel = 7,
+                      .pooling = SNAPKV_POOL_MAX,
+                      .scale = 1.0f / sqrtf((float)D)};
+    int P = s.L - s.w;
+    size_t nq = (size_t)s.w * s.H * s.D, nk = (size_t)s.Hkv * s.S_cap * s.D, nv = (size_t)s.H * P;
+    float *q[3] = {rand_vec(nq, 3.0f), rand_vec(nq, 3.0f), rand_vec(nq, 3.0f)};
+    float *k = rand_vec(nk, 3.0f), *want = malloc(sizeof(float) * nv);
+    float *got = malloc(sizeof(float) * nv), *cv = malloc(sizeof(float) * nv);
+    attn_dca dh = {.chunk_len = chunk_len, .q_succ = q[1], .q_inter = q[2]};
+    s.dca = &dh;
+    ref_votes((const float *const *)q, k, &s, want);
+    char what[96];
+
+    backend *b[2] = {p->gpu, p->cpu};
+    float *out[2] = {got, cv};
+    for (int i = 0; i < 2; i++) {
+        void *qb[3];
+        for (int r = 0; r < 3; r++)
+            qb[r] = put(b[i], q[r], nq);
+        void *kb = put(b[i], k, nk);
+        float *vb = put_raw(b[i], want, sizeof(float) * nv); // overwritten
+        attn_dca db = {.chunk_len = chunk_len, .q_succ = qb[1], .q_inter = qb[2]};
+        s.dca = &db;
+        snp_status st = b[i]->ops->snapkv_votes(b[i]->ctx, vb, qb[0], kb, &s);
+        test_check(&tc, st == SNP_OK, "snapkv_votes DCA (%s): %s", b[i]->ops->name, snp_error());
+        get_raw(b[i], out[i], vb, sizeof(float) * nv);
+        for (int r = 0; r < 3; r++)
+            b[i]->ops->dealloc(b[i]->ctx, qb[r]);
+        b[i]->ops->dealloc(b[i]->ctx, kb);
+        b[i]->ops->dealloc(b[i]->ctx, vb);
+    }
+    double e = test_max_rel_error(got, want, nv);
+    snprintf(what, sizeof what, "snapkv_votes DCA D=%d chunk=%d (vs double)", D, chunk_len);
+    printf("%-44s max err / range %.3g (tol %.1g)\n", what, e, TOL_VOTES);
+    test_check(&tc, e <= TOL_VOTES, "%s: error %.3g", what, e);
+    e = test_max_rel_error(got, cv, nv);
+    snprintf(what, sizeof what, "snapkv_votes DCA D=%d chunk=%d (vs cpu)", D, chunk_len);
+    printf("%-44s max err / range %.3g (tol %.1g)\n", what, e, TOL_VOTES);
+    test_check(&tc, e <= TOL_VOTES, "%s: error %.3g", what, e);
+    for (int r = 0; r < 3; r++)
+        free(q[r]);
+    free(k), free(want), free(got), free(cv);
+}
+
 int main(void) {
     test_host_logic();
     // Parity: cuBLAS may not sum split-K partials in bf16 (cuda_backend.c); a value
@@ -697,7 +906,10 @@ int main(void) {
     test_pointwise(&p);
     test_matmul(&p);
     test_attention(&p);
+    test_attention_dca(&p);
     test_snapkv(&p);
+    test_snapkv_dca(&p, 64, 1000);  // window in chunk 2: keys meet all three rotations
+    test_snapkv_dca(&p, 128, 1490); // a boundary (2980) inside the window [2968, 3000)
     // The SIMT kernel for everything (SNAPTP_CUDA_ATTENTION=rows, read at init).
     setenv("SNAPTP_CUDA_ATTENTION", "rows", 1);
     backend *rows = NULL;
@@ -707,6 +919,9 @@ int main(void) {
         attn_case(&pr, 100, 8, 2, 64, 128, 100, 0);
         attn_case(&pr, 70, 4, 4, 128, 320, 300, 230);
         attn_case(&pr, 20, 4, 1, 256, 64, 20, 0);
+        attn_dca_case(&pr, 200, 8, 2, 64, 256, 200, 0, 48, 0, 0);
+        attn_dca_case(&pr, 100, 8, 2, 128, 448, 400, 300, 70, 0, 13);
+        attn_dca_case(&pr, 40, 8, 2, 128, 256, 190, 150, 100, 150, 0);
         backend_close(rows);
     }
     // The tensor-core kernel with Q in shared memory (SNAPTP_CUDA_ATTENTION=qsmem), the
@@ -718,6 +933,7 @@ int main(void) {
         printf("# SNAPTP_CUDA_ATTENTION=qsmem\n");
         attn_case(&pq, 100, 8, 2, 64, 128, 100, 0);
         attn_case(&pq, 70, 4, 4, 128, 320, 300, 230);
+        attn_dca_case(&pq, 200, 8, 2, 64, 256, 200, 0, 48, 0, 0); // DCA ignores qsmem
         backend_close(qsmem);
     }
     unsetenv("SNAPTP_CUDA_ATTENTION");

@@ -7,6 +7,7 @@
 // (tests/test_kv_store.sh) every rank writes and reads only its own file in one
 // shared directory. Then a store is refused, naming what differs, for another
 // model, tokenizer, document and rank.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,12 +189,26 @@ static void run_case(test_counts *tc, comm *c, backend *be, const char *name, co
         test_check(tc, pre.loaded, "%s %s: the committed store is read", name, pname);
         // Read in place, then through the prefetcher's thread (the GPUs' path: checksum
         // and copy of layer l + 1 while layer l computes), bit for bit the same.
+        int n_served = 0; // questions the prefetched pass answers from the store
         for (int qq = 0; qq < 2 * N_QUESTIONS && pre.loaded; qq++) {
             const int q = qq % N_QUESTIONS, prefetched = qq >= N_QUESTIONS;
             setenv("SNAPTP_KV_STORE_PREFETCH", prefetched ? "1" : "0", 1);
             snprintf(tag, sizeof tag, "%s %s tp=%d q%d from the store%s (suffix %d, window %d)",
                      name, pname, shard.tp_size, q + 1, prefetched ? ", prefetched" : "",
                      cs->suffix_len[q], cs->snap.window);
+            // Dual Chunk Attention's length scaling: a question whose scale is too far
+            // from the writer's is refused, naming both.
+            const double ratio = (double)model_config_dca_scale(&m->cfg, lens[q]) /
+                                 model_config_dca_scale(&m->cfg, lens[0]);
+            if (fabs(ratio - 1.0) > FORWARD_STORE_SCALE_TOL) {
+                const snp_status st_q = ask(m, f, prompts[q], lens[q], p, &pre, &got);
+                test_check(tc, st_q == SNP_ERR_UNSUPPORTED && strstr(snp_error(), "length scaling"),
+                           "%s: expected a refusal (scales %.4f apart), got %s", tag, ratio - 1.0,
+                           st_q == SNP_OK ? "success" : snp_error());
+                answer_free(&got);
+                continue;
+            }
+            n_served += prefetched;
             if (test_check(tc, ask(m, f, prompts[q], lens[q], p, &pre, &got) == SNP_OK, "%s: %s",
                            tag, snp_error()))
                 compare(tc, tag, m, &got, &fresh[q],
@@ -203,9 +218,9 @@ static void run_case(test_counts *tc, comm *c, backend *be, const char *name, co
         unsetenv("SNAPTP_KV_STORE_PREFETCH");
         kv_store_stats stats;
         kv_store_get_stats(store, &stats);
-        test_check(tc, stats.layers_prefetched == N_QUESTIONS * (m->cfg.n_layers - 1),
+        test_check(tc, stats.layers_prefetched == n_served * (m->cfg.n_layers - 1),
                    "%s %s: %d layers came through the prefetcher, expected %d", name, pname,
-                   stats.layers_prefetched, N_QUESTIONS * (m->cfg.n_layers - 1));
+                   stats.layers_prefetched, n_served * (m->cfg.n_layers - 1));
         kv_store_close(store);
         // A second job opening the directory reads it.
         test_check(tc, kv_store_open(sub, &id, be, c, 0, &store) == SNP_OK, "%s %s reopen: %s",

@@ -265,6 +265,7 @@ const backend_ops cpu_backend_ops = {
     .rope = cpu_rope,
     .kv_type = cpu_kv_type,
     .kv_store = cpu_kv_store,
+    .kv_scale = cpu_kv_scale,
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
     .add = cpu_add,

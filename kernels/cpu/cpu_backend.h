@@ -60,6 +60,8 @@ snp_status cpu_rope(void *ctx, void *x, const int32_t *pos, int T, int H, int D,
                     const rope_params *rp);
 snp_status cpu_kv_store(void *ctx, void *cache, const void *src, int T, int Hkv, int D, int S_cap,
                         int row0);
+snp_status cpu_kv_scale(void *ctx, void *cache, int T, int Hkv, int D, int S_cap, int row0,
+                        float factor);
 snp_status cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
                          const attn_shape *s);
 snp_status cpu_swiglu(void *ctx, void *y, const void *gate, const void *up, size_t n);

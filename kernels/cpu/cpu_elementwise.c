@@ -2,6 +2,7 @@
 // and the copy of new K/V rows into a head-major cache.
 #include "cpu_backend.h"
 
+#include <math.h>
 #include <string.h>
 
 // Below this many elements, waking the pool costs more than the loop.
@@ -108,5 +109,50 @@ snp_status cpu_kv_store(void *ctx, void *cache, const void *src, int T, int Hkv,
                         row0, (long long)row0 + T - 1, S_cap);
     kv_store_job job = {cache, src, T, Hkv, D, S_cap, row0, c->kv_type};
     cpu_pool_for(c->pool, threads_for(c, (size_t)T * Hkv * D), Hkv, kv_store_head, &job);
+    return SNP_OK;
+}
+
+typedef struct kv_scale_job {
+    void *cache;
+    int T, D, S_cap, row0;
+    float factor;
+    dtype type;
+} kv_scale_job;
+
+static void kv_scale_head(void *arg, int64_t h, int tid) {
+    const kv_scale_job *j = arg;
+    float row[512]; // head_dim is at most 512 (model_config_validate)
+    for (int t = 0; t < j->T; t++) {
+        const size_t at = ((size_t)h * j->S_cap + j->row0 + t) * j->D;
+        if (j->type == DTYPE_F16) {
+            uint16_t *r16 = (uint16_t *)j->cache + at;
+            cpu_vec_from_f16(row, r16, (size_t)j->D);
+            cpu_vec_scale(row, j->factor, j->D);
+            cpu_vec_to_f16(r16, row, (size_t)j->D);
+        } else {
+            cpu_vec_scale((float *)j->cache + at, j->factor, j->D);
+        }
+    }
+}
+
+// kv_scale: cache[h, row0 + t, :] *= factor (backend.h), per head on the pool.
+snp_status cpu_kv_scale(void *ctx, void *cache, int T, int Hkv, int D, int S_cap, int row0,
+                        float factor) {
+    cpu_ctx *c = ctx;
+    if (!c || !cache)
+        return snp_fail(SNP_ERR_ARGUMENT, "cpu: kv_scale: NULL %s", !c ? "ctx" : "cache");
+    if (T <= 0 || Hkv <= 0 || D <= 0 || D > 512 || S_cap <= 0)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cpu: kv_scale: T = %d, Hkv = %d, D = %d (<= 512), S_cap = %d must be "
+                        "positive",
+                        T, Hkv, D, S_cap);
+    if (row0 < 0 || (int64_t)row0 + T > S_cap)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cpu: kv_scale: rows %d .. %lld do not fit a cache of %d rows per head",
+                        row0, (long long)row0 + T - 1, S_cap);
+    if (!isfinite(factor))
+        return snp_fail(SNP_ERR_ARGUMENT, "cpu: kv_scale: factor %g is not finite", (double)factor);
+    kv_scale_job job = {cache, T, D, S_cap, row0, factor, c->kv_type};
+    cpu_pool_for(c->pool, threads_for(c, (size_t)T * Hkv * D), Hkv, kv_scale_head, &job);
     return SNP_OK;
 }

@@ -1,6 +1,7 @@
 // attention: the attention op of the CUDA backend: checks (cuda_host.c), the plan
 // (kernel choice and key split), and the merge of split partials (flash-decoding's
-// second kernel). The kernels are attention_mma.cu and attention_rows.cu.
+// second kernel). The kernels are attention_mma.cu and attention_rows.cu; each has
+// a Dual Chunk Attention variant (s->dca), which leaves the same partials.
 #include "attention.h"
 
 // attn_combine: out[t, h, :] = sum_s O_s e^(m_s - m) / sum_s l_s e^(m_s - m), m = max m_s
@@ -56,6 +57,16 @@ snp_status cuda_attention(void *ctx, void *out, const void *q, const void *k, co
     a.scale_log2 = s->scale * CUDA_LOG2E;
     a.n_split = p.n_split;
     a.chunk = p.chunk;
+    attn_dca_args d = {};
+    if (s->dca) {
+        d.q_succ = (const bf16 *)s->dca->q_succ;
+        d.q_inter = (const bf16 *)s->dca->q_inter;
+        d.pos = s->dca->pos;
+        d.chunk_len = s->dca->chunk_len;
+        d.pos_cap = s->dca->pos_cap;
+        d.n_pos_rows = s->dca->n_pos_rows;
+        d.pos_offset = s->dca->pos_offset;
+    }
     if (p.n_split > 1) {
         void *ws = NULL;
         TRY(cuda_workspace(c, p.ws_bytes, &ws));
@@ -64,9 +75,9 @@ snp_status cuda_attention(void *ctx, void *out, const void *q, const void *k, co
         a.part_o = (float *)ws + 2 * n_rows;
     }
     if (p.kernel == CUDA_ATTN_KERNEL_MMA)
-        TRY(attn_launch_mma(c, &a, &p));
+        TRY(attn_launch_mma(c, &a, &d, &p));
     else
-        TRY(attn_launch_rows(c, &a, &p));
+        TRY(attn_launch_rows(c, &a, &d, &p));
     if (p.n_split > 1) {
         attn_combine_kernel<<<s->T * s->H, 128, 0, c->stream>>>(a.out, a.part_ml, a.part_o,
                                                                 s->T * s->H, s->D, p.n_split);

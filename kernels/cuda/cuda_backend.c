@@ -438,6 +438,7 @@ const backend_ops cuda_backend_ops = {
     .rope = cuda_checked_rope,
     .kv_type = cuda_kv_type,
     .kv_store = cuda_checked_kv_store,
+    .kv_scale = cuda_checked_kv_scale,
     .attention = cuda_checked_attention,
     .swiglu = cuda_checked_swiglu,
     .add = cuda_checked_add,

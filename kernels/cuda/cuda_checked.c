@@ -61,8 +61,21 @@ snp_status cuda_checked_kv_store(void *ctx, void *cache, const void *src, int T,
                     "T %d, Hkv %d, D %d, S_cap %d, row0 %d", T, Hkv, D, S_cap, row0);
 }
 
+snp_status cuda_checked_kv_scale(void *ctx, void *cache, int T, int Hkv, int D, int S_cap, int row0,
+                                 float factor) {
+    return after_op(ctx, cuda_kv_scale(ctx, cache, T, Hkv, D, S_cap, row0, factor), "kv_scale",
+                    "T %d, Hkv %d, D %d, S_cap %d, row0 %d, factor %g", T, Hkv, D, S_cap, row0,
+                    (double)factor);
+}
+
 snp_status cuda_checked_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
                                   const attn_shape *s) {
+    if (s && s->dca)
+        return after_op(ctx, cuda_attention(ctx, out, q, k, v, s), "attention",
+                        "T %d, H %d, Hkv %d, D %d, n_keys %d, S_cap %d, q_offset %d, dual chunk "
+                        "attention: chunk_len %d, %d rows with stored positions, pos_offset %d",
+                        s->T, s->H, s->Hkv, s->D, s->n_keys, s->S_cap, s->q_offset,
+                        s->dca->chunk_len, s->dca->n_pos_rows, s->dca->pos_offset);
     return after_op(ctx, cuda_attention(ctx, out, q, k, v, s), "attention",
                     "T %d, H %d, Hkv %d, D %d, n_keys %d, S_cap %d, q_offset %d", s ? s->T : 0,
                     s ? s->H : 0, s ? s->Hkv : 0, s ? s->D : 0, s ? s->n_keys : 0, s ? s->S_cap : 0,

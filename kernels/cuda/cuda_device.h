@@ -63,6 +63,13 @@ static __device__ __forceinline__ void cp_async16(void *sdst, const void *gsrc, 
                  "r"(src_bytes));
 }
 
+// cp.async of 4 bytes (.ca: .cg copies only 16): Dual Chunk Attention's key positions
+// ride in the same commit group as their K/V tile.
+static __device__ __forceinline__ void cp_async4(void *sdst, const void *gsrc) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(sdst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gsrc));
+}
+
 static __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::);
 }
@@ -100,6 +107,15 @@ static __device__ __forceinline__ void mma_bf16_16816(float *d, const uint32_t *
                  "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// dca_part: backend.h's attn_dca_part on chunk indices: the rotation of a query in
+// chunk qc that meets a key in chunk kc: 0 its own (q), 1 the previous chunk's
+// (q_succ), 2 every earlier chunk's (q_inter). Non-decreasing in qc and
+// non-increasing in kc, which is what lets a kernel bound a whole tile's parts by
+// its corners.
+static __device__ __forceinline__ int dca_part(int qc, int kc) {
+    return kc >= qc ? 0 : kc == qc - 1 ? 1 : 2;
 }
 
 static __device__ __forceinline__ int64_t ceil_div_d(int64_t a, int64_t b) {

@@ -47,13 +47,31 @@ snp_status cuda_attn_check(const void *out, const void *q, const void *k, const 
                         : misaligned16(q) ? q
                         : misaligned16(k) ? k
                                           : v);
+    if (s->dca) {
+        const attn_dca *d = s->dca;
+        if (misaligned16(d->q_succ) || misaligned16(d->q_inter))
+            return snp_fail(SNP_ERR_ARGUMENT,
+                            "cuda: attention: dual chunk attention's %s pointer %p is not 16-byte "
+                            "aligned",
+                            misaligned16(d->q_succ) ? "q_succ" : "q_inter",
+                            misaligned16(d->q_succ) ? d->q_succ : d->q_inter);
+        // The kernels compute positions (row + pos_offset) and their chunks in int.
+        const int64_t last = max64(s->n_keys, (int64_t)s->q_offset + s->T) + d->pos_offset;
+        if (last > INT32_MAX)
+            return snp_fail(SNP_ERR_ARGUMENT,
+                            "cuda: attention: position offset %d puts row %lld at a position "
+                            "past 2^31 - 1",
+                            d->pos_offset, (long long)(last - d->pos_offset));
+    }
     return SNP_OK;
 }
 
 void cuda_attn_plan_make(const attn_shape *s, int n_sm, int prefer_rows, cuda_attn_plan *p) {
     memset(p, 0, sizeof *p);
     const int G = s->H / s->Hkv;
-    const int mma_d = s->D == 64 || s->D == 128 || s->D == 256;
+    // Dual Chunk Attention's tensor-core variant keeps Q in registers, which D = 256
+    // cannot (attention_mma.cu): there the row kernel runs it.
+    const int mma_d = s->D == 64 || s->D == 128 || (s->D == 256 && !s->dca);
     p->kernel = !prefer_rows && mma_d && s->T >= CUDA_ATTN_MMA_MIN_T ? CUDA_ATTN_KERNEL_MMA
                                                                      : CUDA_ATTN_KERNEL_ROWS;
     int64_t tile, target;

@@ -30,7 +30,7 @@ enum {
 };
 
 typedef enum cuda_attn_kernel {
-    CUDA_ATTN_KERNEL_MMA,  // attention_mma.cu: bf16 mma.sync, D in {64, 128, 256}
+    CUDA_ATTN_KERNEL_MMA,  // attention_mma.cu: bf16 mma.sync, D in {64, 128, 256} (DCA: 64, 128)
     CUDA_ATTN_KERNEL_ROWS, // attention_rows.cu: fp32 SIMT, any D % 8 == 0 up to 256
     CUDA_ATTN_KERNEL_COUNT
 } cuda_attn_kernel;
@@ -49,13 +49,15 @@ typedef struct cuda_attn_plan {
 } cuda_attn_plan;
 
 // cuda_attn_check: the preconditions of attention (those of backend.h plus
-// D % 8 == 0, D <= 256 and 16-byte aligned pointers); SNP_ERR_ARGUMENT naming
-// the value otherwise.
+// D % 8 == 0, D <= 256 and 16-byte aligned pointers; with s->dca also aligned
+// q_succ, q_inter and positions below 2^31); SNP_ERR_ARGUMENT naming the value
+// otherwise.
 snp_status cuda_attn_check(const void *out, const void *q, const void *k, const void *v,
                            const attn_shape *s);
 
 // cuda_attn_plan_make: picks the kernel and the key split for a checked shape on
-// a device with n_sm multiprocessors; prefer_rows forces the SIMT kernel.
+// a device with n_sm multiprocessors; prefer_rows forces the SIMT kernel. Dual
+// Chunk Attention (s->dca) takes the tensor-core kernel only for D 64 and 128.
 void cuda_attn_plan_make(const attn_shape *s, int n_sm, int prefer_rows, cuda_attn_plan *p);
 
 // SnapKV plan: the first scoring pass (row max and sum over all L keys) splits the

@@ -179,6 +179,8 @@ snp_status cuda_add(void *ctx, void *y, const void *x, size_t n);
 // kv_rows.cu
 snp_status cuda_kv_store(void *ctx, void *cache, const void *src, int T, int Hkv, int D, int S_cap,
                          int row0);
+snp_status cuda_kv_scale(void *ctx, void *cache, int T, int Hkv, int D, int S_cap, int row0,
+                         float factor);
 snp_status cuda_kv_gather(void *ctx, void *dst, const void *src, const int32_t *idx, int Hkv, int D,
                           int n_idx, int src_cap, int dst_cap, int row0);
 // attention.cu (dispatch), attention_mma.cu, attention_rows.cu

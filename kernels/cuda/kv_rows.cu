@@ -1,5 +1,6 @@
 // kv_rows: row copies into head-major K/V caches: kv_store (new tokens' K/V,
-// token-major -> head-major) and kv_gather (SnapKV's kept rows, by device index).
+// token-major -> head-major) and kv_gather (SnapKV's kept rows, by device index),
+// and kv_scale (rows times a factor, in place).
 #include "cuda_device.h"
 #include "cuda_internal.h"
 
@@ -134,6 +135,61 @@ snp_status cuda_kv_gather(void *ctx, void *dst, const void *src, const int32_t *
         kv_gather_kernel<1><<<kv_grid(c, n), KV_THREADS, 0, c->stream>>>(
             (bf16 *)dst, (const bf16 *)src, idx, Hkv, D, n_idx, src_cap, dst_cap, row0, c->d_err);
         CUDA_LAUNCHED("kv_gather_kernel<1>");
+    }
+    return SNP_OK;
+}
+
+// kv_scale: cache[h, row0 + t, :] *= factor, in fp32, rounded back to bf16.
+// Geometry as kv_store; VEC = 8 moves 16 bytes per thread. Memory-bound: one read
+// and one write of the rows.
+template <int VEC>
+__global__ void __launch_bounds__(KV_THREADS)
+    kv_scale_kernel(bf16 *cache, int T, int Hkv, int D, int S_cap, int row0, float factor) {
+    const int nv = D / VEC;
+    const size_t n = (size_t)Hkv * T * nv;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n;
+         e += (size_t)gridDim.x * blockDim.x) {
+        const int d = (int)(e % nv) * VEC;
+        const size_t row = e / nv;
+        const int t = (int)(row % T), h = (int)(row / T);
+        bf16 *x = cache + ((size_t)h * S_cap + row0 + t) * D + d;
+        if (VEC == 8) {
+            uint4 u = *reinterpret_cast<uint4 *>(x);
+            bf16 *v = reinterpret_cast<bf16 *>(&u);
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[i] = __float2bfloat16(__bfloat162float(v[i]) * factor);
+            *reinterpret_cast<uint4 *>(x) = u;
+        } else {
+            *x = __float2bfloat16(__bfloat162float(*x) * factor);
+        }
+    }
+}
+
+snp_status cuda_kv_scale(void *ctx, void *cache, int T, int Hkv, int D, int S_cap, int row0,
+                         float factor) {
+    cuda_ctx *c = (cuda_ctx *)ctx;
+    if (!c || !cache)
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: kv_scale: NULL %s", !c ? "ctx" : "cache");
+    if (T <= 0 || Hkv <= 0 || D <= 0 || S_cap <= 0)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cuda: kv_scale: T = %d, Hkv = %d, D = %d, S_cap = %d must be positive", T,
+                        Hkv, D, S_cap);
+    if (row0 < 0 || (int64_t)row0 + T > S_cap)
+        return snp_fail(SNP_ERR_ARGUMENT,
+                        "cuda: kv_scale: rows %d .. %lld do not fit a cache of %d rows per head",
+                        row0, (long long)row0 + T - 1, S_cap);
+    if (!isfinite(factor))
+        return snp_fail(SNP_ERR_ARGUMENT, "cuda: kv_scale: factor %g is not finite", (double)factor);
+    TRY(cuda_ctx_enter(c));
+    const size_t n = (size_t)Hkv * T * D;
+    if (kv_vec(D, cache, cache) == 8) {
+        kv_scale_kernel<8><<<kv_grid(c, n / 8), KV_THREADS, 0, c->stream>>>(
+            (bf16 *)cache, T, Hkv, D, S_cap, row0, factor);
+        CUDA_LAUNCHED("kv_scale_kernel<8>");
+    } else {
+        kv_scale_kernel<1><<<kv_grid(c, n), KV_THREADS, 0, c->stream>>>(
+            (bf16 *)cache, T, Hkv, D, S_cap, row0, factor);
+        CUDA_LAUNCHED("kv_scale_kernel<1>");
     }
     return SNP_OK;
 }

@@ -59,7 +59,7 @@ static void write_seed(const char *dir) {
     if (kv_store_open(dir, &id, cpu(), NULL, 0, &s) != SNP_OK) goto fail;
     kv_store_prefix(s, &p);
     for (int l = 0; l < L; l++)
-        if (p.save(p.user, l, k, v, N_PREFIX, q) != SNP_OK) goto fail;
+        if (p.save(p.user, l, k, v, N_PREFIX, q, 1.0f) != SNP_OK) goto fail;
     if (kv_store_commit(s) != SNP_OK) goto fail;
     kv_store_close(s);
     exit(0);

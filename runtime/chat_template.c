@@ -22,24 +22,28 @@ static snp_status put(tok_buf *b, const char *s) {
     return tok_buf_append(b, s, strlen(s));
 }
 
-// Whether `needle` occurs in the template, where a "\\n" in the needle also matches a raw
+// The end of `needle` matched at p, or NULL, where a "\\n" in the needle also matches a raw
 // newline: templates write their Jinja string literals either way.
-static int has(const char *tmpl, const char *needle) {
-    for (const char *start = tmpl; *start; start++) {
-        const char *p = start, *q = needle;
-        while (*q) {
-            if (q[0] == '\\' && q[1] == 'n' && *p == '\n') {
-                p++;
-                q += 2;
-            } else if (*p == *q) {
-                p++;
-                q++;
-            } else {
-                break;
-            }
+static const char *match_at(const char *p, const char *needle) {
+    const char *q = needle;
+    while (*q) {
+        if (q[0] == '\\' && q[1] == 'n' && *p == '\n') {
+            p++;
+            q += 2;
+        } else if (*p == *q) {
+            p++;
+            q++;
+        } else {
+            return NULL;
         }
-        if (!*q) return 1;
     }
+    return p;
+}
+
+// Whether `needle` occurs in the template (match_at's rule).
+static int has(const char *tmpl, const char *needle) {
+    for (const char *start = tmpl; *start; start++)
+        if (match_at(start, needle)) return 1;
     return 0;
 }
 
@@ -160,6 +164,142 @@ static snp_status qwen3_render(const tokenizer *t, const char *tmpl, const char 
     // With no tools and a system message first, Qwen3 writes exactly ChatML.
     (void)tmpl;
     return chatml_render(t, NULL, sys, user, out);
+}
+
+// ---- Qwen2.5 Instruct (ChatML with tools; a system turn always, the template's default ---
+// when the messages bring none). Without tools (snaptp passes none) the template writes
+//   {%- else %}                                       <- of {%- if tools %}
+//       {%- if messages[0]['role'] == 'system' %}
+//           {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+//       {%- else %}
+//           {{- '<|im_start|>system\nDEFAULT<|im_end|>\n' }}
+//   ...ChatML turns..., and '<|im_start|>assistant\n' last. DEFAULT is read from the template,
+// so a derived one (Qwen2.5-Math: "Please reason step by step, ...") renders its own. The
+// match skips whitespace between the pieces below, which is never output: each tag opens
+// with "{%-" or "{{-", which strips the whitespace before it, and the one "}}" closes an
+// expression.
+static const char *const qwen25_head[] = {
+    "{%- else %}",
+    "{%- if messages[0]['role'] == 'system' %}",
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}",
+    "{%- else %}",
+    "{{- '<|im_start|>system\\n",
+};
+static const char *const qwen25_turns[] = {
+    "}}",
+    "{%- endif %}",
+    "{%- endif %}",
+    "{%- for message in messages %}",
+    "{%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
+    "(message.role == \"assistant\" and not message.tool_calls) %}",
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}",
+};
+static const char *const qwen25_tail[] = {
+    "{%- if add_generation_prompt %}",
+    "{{- '<|im_start|>assistant\\n' }}",
+    "{%- endif %}",
+};
+
+// The end of needles[0..n) matched in order from p with whitespace between them, or NULL.
+static const char *match_seq(const char *p, const char *const *needles, size_t n) {
+    for (size_t i = 0; p && i < n; i++) {
+        while (*p == ' ' || *p == '\n' || *p == '\t')
+            p++;
+        p = match_at(p, needles[i]);
+    }
+    return p;
+}
+
+// The escapes of a Jinja string literal snaptp undoes; Jinja decodes the rest (\x, \u,
+// octal, \a, ...) as Python's unicode-escape does, which a template snaptp recognises
+// does not use.
+static int jinja_escape(char c, char *out) {
+    static const char from[] = "ntr\\'\"", to[] = "\n\t\r\\'\"";
+    const char *at = c ? strchr(from, c) : NULL;
+    if (!at) return 0;
+    *out = to[at - from];
+    return 1;
+}
+
+// qwen25_default_span: the Jinja source [*start, *end) of DEFAULT (escapes not undone);
+// 1 when the template is Qwen2.5's, else 0.
+static int qwen25_default_span(const char *tmpl, const char **start, const char **end) {
+    const size_t n_head = sizeof qwen25_head / sizeof qwen25_head[0];
+    const size_t n_turns = sizeof qwen25_turns / sizeof qwen25_turns[0];
+    const size_t n_tail = sizeof qwen25_tail / sizeof qwen25_tail[0];
+    static const char *const tools_first[] = {"{%- if tools %}"};
+    if (!match_seq(tmpl, tools_first, 1)) return 0;
+    for (const char *at = strstr(tmpl, qwen25_head[0]); at; at = strstr(at + 1, qwen25_head[0])) {
+        const char *lit = match_seq(at, qwen25_head, n_head);
+        if (!lit) continue;
+        // The literal runs to its first unescaped quote; a raw CR (Jinja rewrites it)
+        // or an escape not undone here is not the template snaptp knows.
+        const char *p = lit;
+        while (*p && *p != '\'' && *p != '\r') {
+            char c;
+            if (*p == '\\' && !jinja_escape(p[1], &c)) return 0;
+            p += *p == '\\' ? 2 : 1;
+        }
+        if (*p != '\'') return 0;
+        // It must end in "<|im_end|>\n", the newline escaped or raw: a backslash after
+        // '>' starts an escape, so this suffix test reads the literal as Jinja does.
+        const char *stop = p;
+        if (stop - lit >= 2 && stop[-2] == '\\' && stop[-1] == 'n')
+            stop -= 2;
+        else if (stop - lit >= 1 && stop[-1] == '\n')
+            stop -= 1;
+        else
+            return 0;
+        const size_t n_end = strlen("<|im_end|>");
+        if ((size_t)(stop - lit) < n_end || memcmp(stop - n_end, "<|im_end|>", n_end) != 0)
+            return 0;
+        if (!match_seq(p + 1, qwen25_turns, n_turns)) return 0;
+        // The generation prompt ends the template (trim_blocks eats one newline after it).
+        const char *gen = NULL;
+        for (const char *g = strstr(tmpl, qwen25_tail[0]); g; g = strstr(g + 1, qwen25_tail[0]))
+            gen = g;
+        const char *rest = gen ? match_seq(gen, qwen25_tail, n_tail) : NULL;
+        if (!rest || !(rest[0] == '\0' || (rest[0] == '\n' && rest[1] == '\0'))) return 0;
+        *start = lit;
+        *end = stop - n_end;
+        return 1;
+    }
+    return 0;
+}
+
+// Apart from Qwen3's row (enable_thinking and <think>, neither allowed here) and ChatML's
+// (no "tools" anywhere, where this one starts with "{%- if tools %}").
+static int qwen25_matches(const char *tmpl) {
+    const char *start, *end;
+    return !has(tmpl, "enable_thinking") && !has(tmpl, "<think>") &&
+           qwen25_default_span(tmpl, &start, &end);
+}
+
+static int qwen25_vocab(const tokenizer *t) {
+    (void)t; // a Qwen2.5 vocabulary without a template gets plain ChatML (no default system)
+    return 0;
+}
+
+static snp_status qwen25_render(const tokenizer *t, const char *tmpl, const char *sys,
+                                const char *user, tok_buf *out) {
+    (void)t;
+    const char *start = NULL, *end = NULL;
+    if (!tmpl || !qwen25_default_span(tmpl, &start, &end))
+        return snp_fail(SNP_ERR_INTERNAL, "chat template: Qwen2.5's default system prompt "
+                                          "is no longer where the match found it");
+    TRY(put(out, "<|im_start|>system\n"));
+    if (sys) {
+        TRY(put(out, sys));
+    } else {
+        for (const char *p = start; p < end; p++) {
+            char c = *p;
+            if (c == '\\') jinja_escape(*++p, &c);
+            TRY(tok_buf_append(out, &c, 1));
+        }
+    }
+    TRY(put(out, "<|im_end|>\n<|im_start|>user\n"));
+    TRY(put(out, user));
+    return put(out, "<|im_end|>\n<|im_start|>assistant\n");
 }
 
 // ---- Llama 3 (the original 8B/70B Instruct template; 3.1+ adds dates and tools) ------
@@ -284,6 +424,7 @@ static snp_status glm4_render(const tokenizer *t, const char *tmpl, const char *
 
 static const chat_family families[] = {
     {"qwen3", qwen3_matches, qwen3_vocab, qwen3_render},
+    {"qwen2.5", qwen25_matches, qwen25_vocab, qwen25_render},
     {"llama3.1", llama31_matches, llama31_vocab, llama31_render},
     {"llama3", llama3_matches, llama3_vocab, llama3_render},
     {"chatml", chatml_matches, chatml_vocab, chatml_render},
@@ -305,7 +446,7 @@ static snp_status pick(const tokenizer *t, const chat_family **out) {
                         "family (chatml, llama3, qwen3)");
     return snp_fail(SNP_ERR_UNSUPPORTED,
                     "chat template from %s is not one snaptp knows (SmolLM2/ChatML, Llama 3, "
-                    "Llama 3.1-3.3, Qwen3, GLM-4-9B-Chat); it starts: '%.80s'",
+                    "Llama 3.1-3.3, Qwen2.5, Qwen3, GLM-4-9B-Chat); it starts: '%.80s'",
                     tokenizer_chat_template_source(t), tmpl);
 }
 

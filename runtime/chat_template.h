@@ -1,5 +1,6 @@
 // chat_template: turns a system + user message into the prompt text a model was
-// trained on, for the template families snaptp ships (SmolLM2/ChatML, Llama 3, Qwen3).
+// trained on, for the template families snaptp ships (SmolLM2/ChatML, Llama 3, Llama
+// 3.1-3.3, Qwen2.5, Qwen3, GLM-4-9B-Chat).
 // The family is recognised from the model's Jinja template (or, when it has none, from
 // its vocabulary); an unknown template is an error, never a guess.
 #ifndef SNAPTP_CHAT_TEMPLATE_H
@@ -8,9 +9,9 @@
 #include "status.h"
 #include "tokenizer.h"
 
-// chat_template_family: the family name ("chatml", "llama3", "qwen3") that
-// chat_template_apply would use for `t`, or SNP_ERR_UNSUPPORTED naming the template's
-// source and start.
+// chat_template_family: the family name ("chatml", "llama3", "llama3.1", "qwen2.5",
+// "qwen3", "glm4") that chat_template_apply would use for `t`, or SNP_ERR_UNSUPPORTED
+// naming the template's source and start.
 snp_status chat_template_family(const tokenizer *t, const char **out_name);
 
 // chat_template_apply: exactly what transformers' apply_chat_template([system?, user],

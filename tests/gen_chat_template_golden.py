@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Make tests/data/chat_template/golden.json: transformers' apply_chat_template output for the
-real Llama 3.1+ chat templates, on the Llama 3 tokenizer in ../shared/tokenizers/llama3.
+real Llama 3.1+, GLM-4-9B-Chat and Qwen2.5-Instruct chat templates, each on a tokenizer of
+../shared/tokenizers.
 
 Templates (Jinja text exactly as shipped in the models' tokenizer_config.json "chat_template"):
   llama3.1.jinja  Meta-Llama-3.1-8B/70B-Instruct (Llama-3.3-70B-Instruct ships the same text):
@@ -16,10 +17,24 @@ Templates (Jinja text exactly as shipped in the models' tokenizer_config.json "c
                   field "gguf" (JavaScript string escapes undone). The -1m / -hf repositories'
                   tokenizer_config.json files were not reachable from here to compare byte for
                   byte; their template is this family (same rendering without tools).
-  Rendered on the Llama 3 tokenizer: these templates read no special-token variables, so the text
-  does not depend on the vocabulary.
+  qwen2.5.jinja  Qwen2.5-Instruct's ChatML-with-tools template, with its default system prompt
+                  "You are Qwen, created by Alibaba Cloud. You are a helpful assistant." written
+                  when the messages bring no system message. Copied from ggerganov/llama.cpp,
+                  tests/chat/templates/Qwen-Qwen2.5-7B-Instruct.jinja (commit eaca756e; written by
+                  its scripts/get_chat_template.py from Qwen/Qwen2.5-7B-Instruct's
+                  tokenizer_config.json), and found byte-identical (sha256 cd8e9439...) to a public
+                  copy of that tokenizer_config.json's "chat_template" value embedded in a Python
+                  tokenizer-trimming script (JSON/Python string escapes undone). The
+                  7B/14B-Instruct-1M repositories' tokenizer_config.json were not reachable from
+                  here to compare byte for byte; they are expected to ship the same text.
+  "qwen2.5.jinja, Math default": the same template with its default system prompt replaced (both
+                  branches, as Qwen2.5-Math-Instruct does), with Jinja escapes in it: snaptp reads
+                  the default from the template rather than knowing Qwen's.
+  The Llama and GLM templates are rendered on the Llama 3 tokenizer, Qwen2.5's on Qwen3's (the same
+  <|im_start|>/<|im_end|> vocabulary family): these templates read no special-token variables, so
+  the text does not depend on the vocabulary.
 
-Run:  HF_HUB_OFFLINE=1 /work/venv15/bin/python tests/gen_chat_template_golden.py
+Run:  HF_HUB_OFFLINE=1 /work/venv/bin/python tests/gen_chat_template_golden.py
 CI reads only the committed output (test_chat_template).
 """
 import datetime as _dt
@@ -33,7 +48,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data", "chat_template")
 SHARED = os.environ.get("SNAPTP_SHARED_DIR", os.path.join(HERE, "..", "..", "shared"))
-TEMPLATES = ["llama3.1.jinja", "llama3.2.jinja", "glm4-9b-chat.jinja"]
+QWEN_DEFAULT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+# Each golden template: name -> its file, the tokenizer it is rendered on, and an edit of the
+# file's text (every occurrence of "from" replaced by "to"; the C test makes the same edit).
+TEMPLATES = {
+    "llama3.1.jinja": {"file": "llama3.1.jinja", "tokenizer": "llama3"},
+    "llama3.2.jinja": {"file": "llama3.2.jinja", "tokenizer": "llama3"},
+    "glm4-9b-chat.jinja": {"file": "glm4-9b-chat.jinja", "tokenizer": "llama3"},
+    "qwen2.5.jinja": {"file": "qwen2.5.jinja", "tokenizer": "qwen3"},
+    "qwen2.5.jinja, Math default": {
+        "file": "qwen2.5.jinja", "tokenizer": "qwen3",
+        # Jinja source: \\boxed is a backslash, \' a quote, \n a newline once rendered.
+        "replace": {"from": QWEN_DEFAULT,
+                    "to": "Please reason step by step, and put your final answer within "
+                          "\\\\boxed{}.\\nIt\\'s \"math\"."}},
+}
 FROZEN = _dt.datetime(2024, 9, 5, 12, 0, 0)
 FROZEN_TEXT = "05 Sep 2024"  # strftime("%d %b %Y") of FROZEN
 CASES = [
@@ -41,6 +70,8 @@ CASES = [
     {"system": "You are a terse assistant.", "user": "List three primes."},
     {"system": "  padded system \n", "user": "\n  padded user\t\n"},
     {"system": "", "user": "Empty system message."},
+    {"system": "R\u00e9ponds en fran\u00e7ais. {{ not jinja }} <b>&amp;</b> \"q\" 'a' \\n",
+     "user": "\u00a0\u00bfQu\u00e9 es <|im_end|>? \u4f60\u597d \U0001f600\u3000"},
 ]
 
 
@@ -58,14 +89,19 @@ def main():
     ctu.datetime = FrozenDatetime  # strftime_now reads the module's datetime at call time
     golden = {"generator": "tests/gen_chat_template_golden.py",
               "transformers_version": transformers.__version__, "cases": []}
-    src = os.path.join(SHARED, "tokenizers", "llama3")
-    with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
-        base_cfg = json.load(f)
-    with gzip.open(os.path.join(src, "tokenizer.json.gz"), "rb") as f:
-        tok_json = f.read()
-    for name in TEMPLATES:
-        with open(os.path.join(DATA, name), encoding="utf-8", newline="") as f:
+    golden["templates"] = TEMPLATES
+    for name, spec in TEMPLATES.items():
+        src = os.path.join(SHARED, "tokenizers", spec["tokenizer"])
+        with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
+            base_cfg = json.load(f)
+        with gzip.open(os.path.join(src, "tokenizer.json.gz"), "rb") as f:
+            tok_json = f.read()
+        with open(os.path.join(DATA, spec["file"]), encoding="utf-8", newline="") as f:
             tmpl = f.read()
+        if "replace" in spec:
+            if spec["replace"]["from"] not in tmpl:
+                sys.exit(f"{name}: {spec['replace']['from']!r} is not in {spec['file']}")
+            tmpl = tmpl.replace(spec["replace"]["from"], spec["replace"]["to"])
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "tokenizer.json"), "wb") as f:
                 f.write(tok_json)

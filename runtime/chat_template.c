@@ -90,7 +90,7 @@ static snp_status put_trimmed(tok_buf *b, const char *s) {
     return tok_buf_append(b, s + start, end - start);
 }
 
-// ---- ChatML as SmolLM2 writes it (optional default system prompt) --------------------
+// ---- ChatML as SmolLM2 writes it (optional default system prompt; InternLM2: BOS first) --
 static const char *const chatml_turn =
     "'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'";
 
@@ -133,9 +133,15 @@ static snp_status chatml_default_system(const char *tmpl, tok_buf *out) {
 
 static snp_status chatml_render(const tokenizer *t, const char *tmpl, const char *sys,
                                 const char *user, tok_buf *out) {
-    (void)t;
     tok_buf dflt = {0};
     snp_status st = SNP_OK;
+    // InternLM2's ChatML opens with {{ bos_token }}: the BOS is then part of the text
+    // (the prompt is encoded without adding one).
+    if (tmpl && has(tmpl, "{{ bos_token }}")) {
+        size_t n = 0;
+        const char *bos = tokenizer_piece(t, tokenizer_bos_id(t), &n);
+        if (bos) TRY_GOTO(st, tok_buf_append(out, bos, n), done);
+    }
     if (!sys && tmpl) TRY_GOTO(st, chatml_default_system(tmpl, &dflt), done);
     if (sys || dflt.n) {
         TRY_GOTO(st, put(out, "<|im_start|>system\n"), done);

@@ -27,12 +27,18 @@ Templates (Jinja text exactly as shipped in the models' tokenizer_config.json "c
                   tokenizer-trimming script (JSON/Python string escapes undone). The
                   7B/14B-Instruct-1M repositories' tokenizer_config.json were not reachable from
                   here to compare byte for byte; they are expected to ship the same text.
+  internlm2.jinja  InternLM2-chat's ChatML that opens with {{ bos_token }}, as an InternLM2
+                  tokenizer_config.json quoted in a public tokenizer-conversion script's
+                  docstring has it ("tokenizer_class": "InternLM2Tokenizer"; Jinja's '\n' written
+                  as the two-character escape). Rendered on the Llama 2 tokenizer (BOS "<s>", as
+                  InternLM2's): the BOS piece is the point. Whether InternLM2.5-7B-Chat-1M ships
+                  this exact text was not checked here.
   "qwen2.5.jinja, Math default": the same template with its default system prompt replaced (both
                   branches, as Qwen2.5-Math-Instruct does), with Jinja escapes in it: snaptp reads
                   the default from the template rather than knowing Qwen's.
   The Llama and GLM templates are rendered on the Llama 3 tokenizer, Qwen2.5's on Qwen3's (the same
   <|im_start|>/<|im_end|> vocabulary family): these templates read no special-token variables, so
-  the text does not depend on the vocabulary.
+  the text does not depend on the vocabulary (InternLM2's reads bos_token).
 
 Run:  HF_HUB_OFFLINE=1 /work/venv/bin/python tests/gen_chat_template_golden.py
 CI reads only the committed output (test_chat_template).
@@ -56,6 +62,7 @@ TEMPLATES = {
     "llama3.2.jinja": {"file": "llama3.2.jinja", "tokenizer": "llama3"},
     "glm4-9b-chat.jinja": {"file": "glm4-9b-chat.jinja", "tokenizer": "llama3"},
     "qwen2.5.jinja": {"file": "qwen2.5.jinja", "tokenizer": "qwen3"},
+    "internlm2.jinja": {"file": "internlm2.jinja", "tokenizer": "llama2"},
     "qwen2.5.jinja, Math default": {
         "file": "qwen2.5.jinja", "tokenizer": "qwen3",
         # Jinja source: \\boxed is a backslash, \' a quote, \n a newline once rendered.

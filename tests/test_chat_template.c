@@ -45,7 +45,10 @@ static tokenizer *load_with_template(const char *shared, const char *tok, const 
     free(text);
     tokenizer *t = NULL;
     if (cfg) {
-        cJSON_ReplaceItemInObject(cfg, "chat_template", cJSON_CreateString(tmpl));
+        if (cJSON_HasObjectItem(cfg, "chat_template")) // Llama 2's config has none
+            cJSON_ReplaceItemInObject(cfg, "chat_template", cJSON_CreateString(tmpl));
+        else
+            cJSON_AddStringToObject(cfg, "chat_template", tmpl);
         char *out = cJSON_PrintUnformatted(cfg);
         snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
         FILE *f = fopen(path, "wb");
@@ -130,6 +133,7 @@ static const golden_template golden_templates[] = {
       {"helpful assistant.<|im_end|>", "helpful assistant.\\u00e9<|im_end|>"},
       {"message.role == \"user\"", "message.role == \"human\""}}},
     {"qwen2.5.jinja, Math default", "qwen2.5", 0, {{0}}},
+    {"internlm2.jinja", "chatml", 0, {{0}}},
 };
 
 // template_text: golden.json's template `name`: its file in `dir` with the recorded edit made,

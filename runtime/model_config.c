@@ -375,9 +375,15 @@ static snp_status parse_dual_chunk(const cJSON *root, const char *path, model_co
     if (!cJSON_IsObject(d))
         return snp_fail(SNP_ERR_FORMAT,
                         "config: %s: field 'dual_chunk_attention_config' must be an object", path);
-    TRY(json_int(d, path, "chunk_size", 0, 8192, &c->dca_chunk_size));
-    TRY(json_int(d, path, "local_size", 0, 1024, &c->dca_local_size));
-    TRY(json_int(d, path, "original_max_position_embeddings", 0, 0, &c->dca_original_ctx));
+    const char *fields[3] = {"chunk_size", "local_size", "original_max_position_embeddings"};
+    int *dst[3] = {&c->dca_chunk_size, &c->dca_local_size, &c->dca_original_ctx};
+    const int fallback[3] = {8192, 1024, 0};
+    for (int i = 0; i < 3; i++)
+        if (json_int(d, path, fields[i], 0, fallback[i], dst[i]) != SNP_OK)
+            return snp_fail(SNP_ERR_FORMAT,
+                            "config: %s: field 'dual_chunk_attention_config.%s' must be a "
+                            "positive integer",
+                            path, fields[i]);
     if (c->dca_local_size >= c->dca_chunk_size)
         return snp_fail(SNP_ERR_FORMAT,
                         "config: %s: dual_chunk_attention_config local_size %d must be below "

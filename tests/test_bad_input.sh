@@ -130,7 +130,11 @@ open(os.path.join(out, "tok_gap.json"), "w").write(json.dumps(gap))
 c = json.loads(cfg); c["model_type"] = "gpt_neox"
 open(os.path.join(out, "st_arch", "config.json"), "w").write(json.dumps(c))
 for name, change in [("st_tie", {"tie_word_embeddings": "yes"}),
-                     ("st_heads", {"hidden_size": json.loads(cfg)["hidden_size"] + 1})]:
+                     ("st_heads", {"hidden_size": json.loads(cfg)["hidden_size"] + 1}),
+                     ("st_dca_type", {"dual_chunk_attention_config": [262144, 8192]}),
+                     ("st_dca_local", {"dual_chunk_attention_config":
+                                       {"chunk_size": 8192, "local_size": 8192}}),
+                     ("st_dca_neg", {"dual_chunk_attention_config": {"chunk_size": -5}})]:
     os.makedirs(os.path.join(out, name))
     os.link(os.path.join(src, "llama_gqa", "model.safetensors"), os.path.join(out, name, "model.safetensors"))
     c = json.loads(cfg); c.pop("head_dim", None); c.update(change)
@@ -166,6 +170,13 @@ expect "tie_word_embeddings \"yes\"" "st_tie/config.json: field 'tie_word_embedd
     -- "${run[@]}" "$work/st_tie"
 expect "hidden size not a multiple of the heads" "is not a multiple of num_attention_heads" -- \
     "${run[@]}" "$work/st_heads"
+expect "dual chunk attention config not an object" "st_dca_type/config.json" \
+    "'dual_chunk_attention_config' must be an object" -- "${run[@]}" "$work/st_dca_type"
+expect "dual chunk local_size = chunk_size" "st_dca_local/config.json" \
+    "local_size 8192 must be below chunk_size 8192" -- "${run[@]}" "$work/st_dca_local"
+expect "dual chunk chunk_size negative" "st_dca_neg/config.json" \
+    "'dual_chunk_attention_config.chunk_size' must be a positive" \
+    -- "${run[@]}" "$work/st_dca_neg"
 for v in abc 0 -2 100000; do
     expect "SNAPTP_THREADS=$v" "SNAPTP_THREADS='$v'" "1 to 512" -- env SNAPTP_THREADS="$v" \
         "${run[@]}" "$root/tests/golden/llama_gqa_gguf/model.gguf"

@@ -22,6 +22,14 @@ fail() { echo "FAIL: $*"; exit 1; }
 for f in "$root"/bench/gpu/*.py; do
     python3 -m py_compile "$f" || fail "$f does not compile"
 done
+# The tree a device call sends (after bench/gpu/slim.sh) leaves room for the ~22 MiB .gpu
+# under the call's 64 MiB; a checkout without git (an export) has nothing to check.
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+    tree=$(cd "$root" && bash bench/gpu/slim.sh tree-bytes)
+    [ "$tree" -le $((40 << 20)) ] ||
+        fail "a device call would send $((tree >> 20)) MiB of tree after slim.sh (budget 40 MiB)"
+    echo "ok: the slimmed tree a device call sends is $((tree >> 20)) MiB (budget 40)"
+fi
 if [ "$(ls "$debs"/*.deb 2>/dev/null | wc -l)" -lt 23 ]; then
     # A fresh machine may have no package lists yet: update once, then try again.
     bash "$root/bench/gpu/fetch_mpi_debs.sh" "$debs" >"$work/fetch.log" 2>&1 ||

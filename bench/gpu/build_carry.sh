@@ -37,11 +37,12 @@ else
 fi
 "$root/bench/gpu/fetch_mpi_debs.sh" "$carry/debs"
 
-# What a device call sends: the tracked and untracked-not-ignored files, plus .gpu.
-tree=$(cd "$root" && git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+# What a device call sends: the tracked and untracked-not-ignored files, plus .gpu,
+# once slim.sh has taken out what the GPU check does not read.
+tree=$(cd "$root" && bash bench/gpu/slim.sh tree-bytes)
 extra=$(du -sb "$carry" | cut -f1)
 total=$((tree + extra))
-echo "build_carry.sh: working tree $((tree >> 20)) MiB + .gpu $((extra >> 20)) MiB = $((total >> 20)) MiB (limit 64 MiB)"
+echo "build_carry.sh: working tree after slim.sh $((tree >> 20)) MiB + .gpu $((extra >> 20)) MiB = $((total >> 20)) MiB (limit 64 MiB)"
 glibc=$(objdump -T "$carry/bin/snaptp" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
 echo "build_carry.sh: .gpu/bin/snaptp needs $glibc; the .debs need GLIBC_2.36"
 [ "$total" -lt $((64 << 20)) ] || { echo "build_carry.sh: over the 64 MiB limit" >&2; exit 1; }

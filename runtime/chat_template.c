@@ -196,8 +196,9 @@ static const char *const qwen25_turns[] = {
     "{%- endif %}",
     "{%- endif %}",
     "{%- for message in messages %}",
-    "{%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
-    "(message.role == \"assistant\" and not message.tool_calls) %}",
+    // One element, split over two lines (the parentheses say so to -Wstring-concatenation).
+    ("{%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
+     "(message.role == \"assistant\" and not message.tool_calls) %}"),
     "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}",
 };
 static const char *const qwen25_tail[] = {

@@ -512,6 +512,22 @@ static void test_kv_f16(void) {
             bad += memcmp(gathered + (h * 4 + i) * D, cache + (h * SCAP + idx[h * 4 + i]) * D,
                           sizeof(uint16_t) * D) != 0;
     check(st == SNP_OK && bad == 0, "kv_gather f16 rows: %d wrong", bad);
+    // kv_scale on an f16 cache: widened, scaled in fp32, rounded back to nearest even.
+    static uint16_t before[HKV * SCAP * D];
+    memcpy(before, cache, sizeof cache);
+    st = o->kv_scale(be->ctx, cache, KT - 1, HKV, D, SCAP, ROW0 + 1, 1.0176f);
+    bad = 0;
+    for (int h = 0; h < HKV; h++)
+        for (int r = 0; r < SCAP; r++)
+            for (int d = 0; d < D; d++) {
+                const size_t at = ((size_t)h * SCAP + r) * D + d;
+                const int scaled = r > ROW0 && r < ROW0 + KT;
+                const uint16_t want =
+                    scaled ? dtype_f32_to_f16(dtype_f16_to_f32(before[at]) * 1.0176f) : before[at];
+                bad += cache[at] != want;
+            }
+    check(st == SNP_OK && bad == 0, "kv_scale f16 rows %d..%d x 1.0176: %d wrong", ROW0 + 1,
+          ROW0 + KT - 1, bad);
     backend_close(be);
 
     const backend_options bf16 = {.kv_type = KV_DTYPE_BF16};

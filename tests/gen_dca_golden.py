@@ -870,36 +870,12 @@ def gen_snapkv():
     cases = []
     for info in results:
         case, r, ids = info["case"], info["r"], info["ids"]
-        keep = [r["keep"][li].tolist() for li in sorted(r["keep"])]
-        L, w, B = case["L"], case["window"], case["budget"]
-        for layer in keep:
-            for kept in layer:
-                assert kept == (list(range(L)) if L <= B else sorted(set(kept)))
-                assert L <= B or (len(kept) == B and kept[-w:] == list(range(L - w, L))
-                                  and kept[B - w - 1] < L - w)
+        keep = gsk.check_case(NAME, info, npm)
+        w, B = case["window"], case["budget"]
         # The full-prompt prefill (before compression) against the vLLM-structured code and,
         # with one huge chunk, HF's plain Qwen2.
         cc = cross_checks(model, dca_cfg, ids, r["greedy"][:1], r["all_prefill_logits"],
                           r["rows"][:1])
-        np_keep, np_scores, np_rows = npm.run(ids, case, r["greedy"])
-        d_score = 0.0
-        for li, sc in enumerate(np_scores):
-            if sc is not None:
-                ref = r["scores"][li].double().numpy()
-                d_score = max(d_score, float((np.abs(ref - sc) / sc.max(-1, keepdims=True)).max()))
-        np_keep = [[kk.tolist() for kk in layer] for layer in np_keep]
-        if np_keep != keep:
-            raise RuntimeError(f"{NAME}/{case['name']}: numpy fp64 selection differs from HF's")
-        d_np = float(np.abs(np_rows - r["rows"].double().numpy()).max())
-        if d_np > 1e-3:
-            raise RuntimeError(f"{NAME}/{case['name']}: numpy fp64 logits differ by {d_np}")
-        gap = "n/a (L <= C)" if info["min_gap"] is None else (
-            f"{info['min_gap']:.3e} (boundary {info['boundary_gap']:.3e}), "
-            f"positions C vs L change decode by {info['d_pos']:.3f}")
-        log(f"  {case['name']}: min rel gap {gap}; compressed vs full decode max |d| "
-            f"{info['d_full']:.4f}; greedy {r['greedy']}; min margin {min(info['margins']):.4f}; "
-            f"numpy fp64 selection equal, scores max rel |d| {d_score:.1e}, "
-            f"logits max |d| {d_np:.2e}")
         log("    prefill vs vLLM-structured: attention out on the same inputs max |d| "
             f"{cc['vllm_attn_prefill']:.2e}; whole-run logits fp32 "
             f"{cc['vllm_logits_prefill_fp32']:.2e}, fp64 model {cc['vllm_logits_fp64']:.2e}; "

@@ -636,6 +636,40 @@ def make_model(name, seed):
     return model.eval()
 
 
+def check_case(name, info, npm):
+    """One evaluated case's kept positions: their shape (ascending, the window last), and the
+    same selection, scores and logits from the numpy fp64 model npm; logs the margins.
+    Returns keep [layer][kv head] lists."""
+    case, r = info["case"], info["r"]
+    keep = [r["keep"][li].tolist() for li in sorted(r["keep"])]
+    L, w, C = case["L"], case["window"], case["budget"]
+    for layer in keep:
+        for kept in layer:
+            assert kept == (list(range(L)) if L <= C else sorted(set(kept)))
+            assert L <= C or (len(kept) == C and kept[-w:] == list(range(L - w, L))
+                              and kept[C - w - 1] < L - w)
+    np_keep, np_scores, np_rows = npm.run(info["ids"], case, r["greedy"])
+    d_score = 0.0
+    for li, sc in enumerate(np_scores):
+        if sc is not None:
+            ref = r["scores"][li].double().numpy()
+            d_score = max(d_score, float((np.abs(ref - sc) / sc.max(-1, keepdims=True)).max()))
+    np_keep = [[kk.tolist() for kk in layer] for layer in np_keep]
+    if np_keep != keep:
+        raise RuntimeError(f"{name}/{case['name']}: numpy fp64 selection differs from HF's")
+    d_np = float(np.abs(np_rows - r["rows"].double().numpy()).max())
+    if d_np > 1e-3:
+        raise RuntimeError(f"{name}/{case['name']}: numpy fp64 logits differ by {d_np}")
+    gap = "n/a (L <= C)" if info["min_gap"] is None else (
+        f"{info['min_gap']:.3e} (boundary {info['boundary_gap']:.3e}), "
+        f"positions C vs L change decode by {info['d_pos']:.3f}")
+    log(f"  {case['name']}: min rel gap {gap}; compressed vs full decode max |d| "
+        f"{info['d_full']:.4f}; greedy {r['greedy']}; min margin {min(info['margins']):.4f}; "
+        f"numpy fp64 selection equal, scores max rel |d| {d_score:.1e}, "
+        f"logits max |d| {d_np:.2e}")
+    return keep
+
+
 def gen_model(name):
     spec = MODELS[name]
     for seed in range(spec["seed"], spec["seed"] + SEED_TRIES):
@@ -667,32 +701,7 @@ def gen_model(name):
     cases = []
     for info in results:
         case, r = info["case"], info["r"]
-        keep = [r["keep"][li].tolist() for li in sorted(r["keep"])]
-        L, w, C = case["L"], case["window"], case["budget"]
-        for layer in keep:
-            for kept in layer:
-                assert kept == (list(range(L)) if L <= C else sorted(set(kept)))
-                assert L <= C or (len(kept) == C and kept[-w:] == list(range(L - w, L))
-                                  and kept[C - w - 1] < L - w)
-        np_keep, np_scores, np_rows = npm.run(info["ids"], case, r["greedy"])
-        d_score = 0.0
-        for li, sc in enumerate(np_scores):
-            if sc is not None:
-                ref = r["scores"][li].double().numpy()
-                d_score = max(d_score, float((np.abs(ref - sc) / sc.max(-1, keepdims=True)).max()))
-        np_keep = [[kk.tolist() for kk in layer] for layer in np_keep]
-        if np_keep != keep:
-            raise RuntimeError(f"{name}/{case['name']}: numpy fp64 selection differs from HF's")
-        d_np = float(np.abs(np_rows - r["rows"].double().numpy()).max())
-        if d_np > 1e-3:
-            raise RuntimeError(f"{name}/{case['name']}: numpy fp64 logits differ by {d_np}")
-        gap = "n/a (L <= C)" if info["min_gap"] is None else (
-            f"{info['min_gap']:.3e} (boundary {info['boundary_gap']:.3e}), "
-            f"positions C vs L change decode by {info['d_pos']:.3f}")
-        log(f"  {case['name']}: min rel gap {gap}; compressed vs full decode max |d| "
-            f"{info['d_full']:.4f}; greedy {r['greedy']}; min margin {min(info['margins']):.4f}; "
-            f"numpy fp64 selection equal, scores max rel |d| {d_score:.1e}, "
-            f"logits max |d| {d_np:.2e}")
+        keep = check_case(name, info, npm)
         cases.append({
             "name": case["name"],
             "ids": info["ids"],
